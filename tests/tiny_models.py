@@ -1,0 +1,146 @@
+"""Tiny random-weight models built from ComfyUI's own classes, one per supported family.
+
+Each keeps its family's block layout (so block lists like "input 4-8" mean what they mean on the
+real model) and its real text-embedding widths (so conditioning has real shapes), with tiny
+channel counts so that a sampling step takes milliseconds on CPU.
+"""
+import dataclasses
+
+import torch
+
+FAMILIES = ("sd15", "sdxl", "sd3", "flux", "flux2", "qwen_image")
+
+
+@dataclasses.dataclass(frozen=True)
+class FamilySpec:
+    supported_model: str
+    unet_config: dict
+    latent_shape: tuple  # (C, H, W) or (C, T, H, W), batch excluded
+    context_dim: int
+    pooled_dim: int  # 0: the family takes no pooled vector
+    min_context_tokens: int = 1
+
+
+SPECS = {
+    "sd15": FamilySpec(
+        "SD15",
+        dict(
+            use_checkpoint=False, image_size=32, use_spatial_transformer=True, legacy=False,
+            adm_in_channels=None, in_channels=4, out_channels=4, model_channels=32,
+            num_res_blocks=[2, 2, 2, 2], channel_mult=[1, 2, 4, 4],
+            transformer_depth=[1, 1, 1, 1, 1, 1, 0, 0], transformer_depth_middle=1,
+            transformer_depth_output=[0, 0, 0, 1, 1, 1, 1, 1, 1, 1, 1, 1],
+            num_heads=-1, num_head_channels=16, context_dim=768,
+            use_linear_in_transformer=False, use_temporal_attention=False, use_temporal_resblock=False,
+        ),
+        (4, 16, 16), 768, 0,
+    ),
+    "sdxl": FamilySpec(
+        "SDXL",
+        dict(
+            use_checkpoint=False, image_size=32, use_spatial_transformer=True, legacy=False,
+            adm_in_channels=2816, num_classes="sequential", in_channels=4, out_channels=4,
+            model_channels=32, num_res_blocks=[2, 2, 2], channel_mult=[1, 2, 4],
+            transformer_depth=[0, 0, 1, 1, 2, 2], transformer_depth_middle=1,
+            transformer_depth_output=[2, 2, 2, 1, 1, 1, 0, 0, 0],
+            num_heads=-1, num_head_channels=16, context_dim=2048,
+            use_linear_in_transformer=True, use_temporal_attention=False, use_temporal_resblock=False,
+        ),
+        (4, 16, 16), 2048, 1280,
+    ),
+    "sd3": FamilySpec(
+        "SD3",
+        dict(
+            in_channels=16, out_channels=16, patch_size=2, depth=2, num_patches=1024, pos_embed_max_size=32,
+            adm_in_channels=2048, context_embedder_config={
+                "target": "torch.nn.Linear", "params": {"in_features": 4096, "out_features": 128}},
+            pos_embed_scaling_factor=None,
+        ),
+        (16, 16, 16), 4096, 2048,
+    ),
+    "flux": FamilySpec(
+        "Flux",
+        dict(
+            image_model="flux", in_channels=16, out_channels=16, vec_in_dim=768, context_in_dim=4096,
+            hidden_size=64, mlp_ratio=2.0, num_heads=2, depth=2, depth_single_blocks=2,
+            axes_dim=[4, 14, 14], theta=10000, patch_size=2, qkv_bias=True, guidance_embed=True,
+        ),
+        (16, 16, 16), 4096, 768,
+    ),
+    "flux2": FamilySpec(
+        "Flux2",
+        dict(
+            image_model="flux2", in_channels=128, out_channels=128, vec_in_dim=None, context_in_dim=15360,
+            hidden_size=64, mlp_ratio=2.0, num_heads=2, depth=2, depth_single_blocks=2,
+            axes_dim=[8, 8, 8, 8], theta=2000, patch_size=1, qkv_bias=False, guidance_embed=True,
+            global_modulation=True, mlp_silu_act=True, ops_bias=False,
+            default_ref_method="index", ref_index_scale=10.0,
+        ),
+        (128, 8, 8), 15360, 0,
+    ),
+    "qwen_image": FamilySpec(
+        "QwenImage",
+        dict(
+            image_model="qwen_image", patch_size=2, in_channels=64, out_channels=16, num_layers=2,
+            attention_head_dim=32, num_attention_heads=2, joint_attention_dim=3584,
+            axes_dims_rope=(8, 12, 12),
+        ),
+        (16, 1, 16, 16), 3584, 0,
+    ),
+}
+
+
+def init_weights(module, seed):
+    """ComfyUI's ops leave parameters uninitialised (torch.empty): give every one a seeded value."""
+    generator = torch.Generator().manual_seed(seed)
+    with torch.no_grad():
+        for name, param in sorted(module.named_parameters()):
+            if param.numel() == 0:
+                continue
+            if name.endswith("bias"):
+                param.copy_(torch.randn(param.shape, generator=generator) * 0.02)
+            elif param.ndim >= 2:
+                fan_in = param[0].numel()
+                param.copy_(torch.randn(param.shape, generator=generator) / fan_in ** 0.5)
+            else:
+                param.copy_(1.0 + 0.1 * torch.randn(param.shape, generator=generator))
+        # Buffers of the diffusion model (SD3's positional table) normally come from the checkpoint.
+        for name, buf in sorted(module.named_buffers()):
+            if buf.is_floating_point():
+                buf.copy_(torch.randn(buf.shape, generator=generator) * 0.02)
+
+
+def build_model(family, dtype=torch.float32, seed=0):
+    """A ModelPatcher around a tiny random-weight model of ``family`` (one of FAMILIES)."""
+    import comfy.model_management
+    import comfy.model_patcher
+    import comfy.supported_models
+
+    spec = SPECS[family]
+    config_class = getattr(comfy.supported_models, spec.supported_model)
+    model_config = config_class(dict(spec.unet_config))
+    # The family class merges its own defaults (e.g. SDXL's 64 channels per head) over ours.
+    model_config.unet_config.update(spec.unet_config)
+    model_config.set_inference_dtype(dtype, None)
+    model = model_config.get_model({})
+    init_weights(model.diffusion_model, seed)
+    model.diffusion_model.to(dtype)
+    device = comfy.model_management.get_torch_device()
+    return comfy.model_patcher.ModelPatcher(model, load_device=device, offload_device=device)
+
+
+def random_conditioning(family, batch=1, tokens=77, seed=0):
+    """ComfyUI CONDITIONING with random text embeddings of the family's real width."""
+    spec = SPECS[family]
+    generator = torch.Generator().manual_seed(seed)
+    context = torch.randn(batch, tokens, spec.context_dim, generator=generator)
+    extra = {}
+    if spec.pooled_dim:
+        extra["pooled_output"] = torch.randn(batch, spec.pooled_dim, generator=generator)
+    if family == "flux2":
+        extra["pooled_output"] = torch.zeros(batch, 1)
+    return [[context, extra]]
+
+
+def empty_latent(family, batch=1):
+    return torch.zeros((batch,) + SPECS[family].latent_shape)
