@@ -1,0 +1,18 @@
+"""ComfyUI-GAG: Geometry-Aware Attention Guidance, PLADIS and attention circulation control.
+
+Registered through ComfyUI's V3 node API; the frontend extension is served from web/.
+"""
+from comfy_api.latest import ComfyExtension, io
+
+from .nodes.guidance import NODES as GUIDANCE_NODES
+
+WEB_DIRECTORY = "./web"
+
+
+class GAGExtension(ComfyExtension):
+    async def get_node_list(self) -> list[type[io.ComfyNode]]:
+        return list(GUIDANCE_NODES)
+
+
+async def comfy_entrypoint() -> GAGExtension:
+    return GAGExtension()

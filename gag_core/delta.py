@@ -1,0 +1,28 @@
+"""The correction that turns a standard attention output into a guided one.
+
+A patched layer keeps the user's own attention backend for its output O and adds
+delta = guided - dense computed here, so an identity rule (strength 0, PLADIS scale 0)
+leaves O bit for bit untouched and the backend's precision is kept everywhere else.
+"""
+from .attention import sparse_dense_attention
+
+
+def guidance_delta(q, k, v, combine, alpha=1.5, mask=None, key_slice=None, max_score_elements=2**24):
+    """Correction to add to standard attention so that it becomes ``combine(dense, sparse)``.
+
+    q: (B, H, Lq, D); k, v: (B, H, Lk, D); mask: bool (True keeps) or additive, broadcastable to
+    (B, H, Lq, Lk). combine: (dense, sparse) -> guided, each (B, H, Lq, D), e.g. ``gag`` or ``pladis``
+    with their settings bound.
+
+    Without key_slice the rule covers the whole row: delta = combine(d, s) - d.
+    With key_slice (the text keys of a joint attention) only those keys' share of the output is
+    replaced: delta = m * (combine(d_t, s_t) - d_t), where d_t and s_t attend over the sliced keys
+    and m is the dense probability mass the query puts on them. Returns (B, H, Lq, D) in q's dtype.
+    """
+    if key_slice is None:
+        dense, sparse = sparse_dense_attention(q, k, v, alpha, mask=mask, max_score_elements=max_score_elements)
+        return (combine(dense, sparse).float() - dense.float()).to(q.dtype)
+    dense, sparse, mass = sparse_dense_attention(
+        q, k, v, alpha, mask=mask, key_slice=key_slice, max_score_elements=max_score_elements
+    )
+    return (mass * (combine(dense, sparse).float() - dense.float())).to(q.dtype)

@@ -1,0 +1,127 @@
+"""Which attention blocks a model has, and the readable block lists that select them.
+
+A model is recognised by its structure (a UNet with transformer blocks that cross-attend, or a
+DiT with joint-attention blocks), never by its class, so wrapped, quantised and new models of a
+known structure work. Block names are ComfyUI's own: UNet "input"/"middle"/"output" with the
+block number, DiT "double"/"single" with the block index ("joint" is accepted for "double").
+"""
+import dataclasses
+import re
+
+UNET = "unet"
+DIT = "dit"
+
+_GROUP_ALIASES = {"joint": "double", "in": "input", "mid": "middle", "out": "output", "up": "output", "down": "input"}
+
+
+@dataclasses.dataclass(frozen=True)
+class ModelLayout:
+    """The attention blocks of one model.
+
+    kind: UNET or DIT.
+    blocks: group name -> sorted block numbers that contain attention.
+    joint_blocks_attribute: for a DiT whose blocks do not report their index to attention calls
+        (SD3's MMDiT), the attribute that lists them, so the pack can add that information.
+    """
+
+    kind: str
+    blocks: dict
+    joint_blocks_attribute: str = ""
+
+    def describe(self):
+        """'input 1-2, 4-5, output 3-11' style text of every block."""
+        return format_selection({(g, n) for g, numbers in self.blocks.items() for n in numbers})
+
+    def all_blocks(self):
+        return {(g, n) for g, numbers in self.blocks.items() for n in numbers}
+
+    def guidance_default(self):
+        """The blocks guidance patches by default: PLADIS' choice (down and up blocks, no middle)
+        on a UNet; every joint block on a DiT."""
+        if self.kind == UNET:
+            return {(g, n) for (g, n) in self.all_blocks() if g != "middle"}
+        return self.all_blocks()
+
+
+def _has_cross_attention(module):
+    return any(hasattr(m, "attn2") and getattr(m, "attn2") is not None for m in module.modules())
+
+
+def _has_attention(module):
+    return any(hasattr(m, "attn1") for m in module.modules())
+
+
+def detect_layout(diffusion_model):
+    """The ModelLayout of a diffusion model (``ModelPatcher.model.diffusion_model``), or None when
+    its structure is not one the pack knows how to patch."""
+    if hasattr(diffusion_model, "input_blocks") and hasattr(diffusion_model, "output_blocks"):
+        blocks = {
+            "input": [i for i, b in enumerate(diffusion_model.input_blocks) if _has_cross_attention(b)],
+            "middle": [0] if _has_cross_attention(diffusion_model.middle_block) else [],
+            "output": [i for i, b in enumerate(diffusion_model.output_blocks) if _has_cross_attention(b)],
+        }
+        blocks = {g: n for g, n in blocks.items() if n}
+        return ModelLayout(UNET, blocks) if blocks else None
+    if hasattr(diffusion_model, "double_blocks"):
+        blocks = {"double": list(range(len(diffusion_model.double_blocks)))}
+        if len(getattr(diffusion_model, "single_blocks", [])):
+            blocks["single"] = list(range(len(diffusion_model.single_blocks)))
+        return ModelLayout(DIT, blocks)
+    if hasattr(diffusion_model, "transformer_blocks") and hasattr(diffusion_model, "txt_in"):
+        return ModelLayout(DIT, {"double": list(range(len(diffusion_model.transformer_blocks)))})
+    if hasattr(diffusion_model, "joint_blocks"):
+        return ModelLayout(DIT, {"double": list(range(len(diffusion_model.joint_blocks)))}, "joint_blocks")
+    return None
+
+
+_ITEM = re.compile(r"^\s*(?:([a-z]+)\s*)?(\d+)(?:\s*-\s*(\d+))?\s*$")
+
+
+def parse_selection(text, layout, input_name="layers"):
+    """Parse a block list such as "input 4-8, output 0-5" or "double 0-18, single 0-37".
+
+    A number without a group name continues the previous group. Returns a set of (group, number)
+    pairs, or None for empty text (meaning: the node's default). Raises ValueError naming
+    ``input_name`` for malformed text and for blocks the model does not have.
+    """
+    if text is None or not text.strip():
+        return None
+    valid = f"valid blocks for this model: {layout.describe()}"
+    selection = set()
+    group = None
+    for item in re.split(r"[,;]", text.lower()):
+        if not item.strip():
+            continue
+        match = _ITEM.match(item)
+        if not match:
+            raise ValueError(f"{input_name}: cannot read '{item.strip()}'; write e.g. 'input 4-8, output 0-5'; {valid}")
+        name, first, last = match.group(1), int(match.group(2)), match.group(3)
+        if name is not None:
+            group = _GROUP_ALIASES.get(name, name)
+        if group is None:
+            raise ValueError(f"{input_name}: '{item.strip()}' has no block group; start with a group name; {valid}")
+        if group not in layout.blocks:
+            raise ValueError(f"{input_name}: this model has no '{group}' blocks; {valid}")
+        last = int(last) if last is not None else first
+        if last < first:
+            raise ValueError(f"{input_name}: range '{item.strip()}' runs backwards; write it low-high")
+        for number in range(first, last + 1):
+            if number not in layout.blocks[group]:
+                raise ValueError(f"{input_name}: block '{group} {number}' has no attention in this model; {valid}")
+            selection.add((group, number))
+    return selection
+
+
+def format_selection(selection):
+    """Inverse of parse_selection: ordered text with ranges collapsed."""
+    order = ["input", "middle", "output", "double", "single"]
+    parts = []
+    for group in sorted({g for g, _ in selection}, key=lambda g: order.index(g) if g in order else len(order)):
+        numbers = sorted(n for g, n in selection if g == group)
+        ranges, start = [], numbers[0]
+        for prev, cur in zip(numbers, numbers[1:] + [None]):
+            if cur != prev + 1 if cur is not None else True:
+                ranges.append(f"{start}" if start == prev else f"{start}-{prev}")
+                start = cur
+        parts.append(f"{group} {', '.join(ranges)}")
+    return ", ".join(parts)

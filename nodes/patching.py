@@ -1,0 +1,253 @@
+"""Installing attention patches through ComfyUI's hooks, chained to whatever was there before.
+
+Three hooks, all on a clone of the user's ModelPatcher (the input model is never touched):
+- the attention override (``transformer_options["optimized_attention_override"]``) for DiT joint
+  attention; the previous override, if any, is called for the base output, so another pack's
+  backend or patch keeps working underneath ours;
+- the UNet ``attn1``/``attn2`` replace patches for the selected blocks, chained the same way;
+- an APPLY_MODEL wrapper that records, once per model call, the current sigma and the number of
+  text tokens, so that per-attention-call code does no device sync and no guessing.
+SD3's MMDiT does not tell attention calls which block they are in; a DiT block-replace wrapper adds
+that, and the joint sequence length that tells its joint call from SD3.5's image-only one.
+"""
+import dataclasses
+import inspect
+import logging
+
+import comfy.ldm.modules.attention
+import comfy.model_patcher
+import comfy.patcher_extension
+import torch
+
+from .layout import DIT, UNET, detect_layout
+
+CALL_INFO_KEY = "comfyui_gag_call"
+JOINT_INFO_KEY = "comfyui_gag_joint"
+WRAPPER_KEY = "comfyui_gag"
+logger = logging.getLogger("ComfyUI-GAG")
+
+
+@dataclasses.dataclass(frozen=True)
+class CallInfo:
+    """What one model call tells every attention call inside it."""
+
+    sigma: float
+    text_tokens: int
+
+
+@dataclasses.dataclass(frozen=True)
+class AttentionCall:
+    """One attention call as a patch sees it.
+
+    q, k, v: (B, H, L, D). kind: "cross" (UNet attn2: every key is text), "self" (UNet attn1) or
+    "joint" (DiT: the first ``text_tokens`` of queries and keys are text, the rest image).
+    heads_first_output: whether the caller expects (B, H, L, D) back rather than (B, L, H*D).
+    options: the transformer options of the call (block info, the layer's input for attn1).
+    """
+
+    q: torch.Tensor
+    k: torch.Tensor
+    v: torch.Tensor
+    mask: object
+    kind: str
+    text_tokens: int
+    block: tuple
+    sigma: float
+    heads_first_output: bool
+    options: dict
+
+    def to_output_layout(self, x):
+        """(B, H, L, D) -> the layout the caller expects, in the caller's dtype."""
+        x = x.to(self.q.dtype)
+        if self.heads_first_output:
+            return x
+        return x.transpose(1, 2).reshape(x.shape[0], x.shape[2], -1)
+
+    def add_to_rows(self, output, delta, first_row):
+        """``output`` with ``delta`` (B, H, L - first_row, D) added to query rows first_row and on."""
+        delta = self.to_output_layout(delta)
+        row_dim = 2 if self.heads_first_output else 1
+        head, tail = output.split([first_row, output.shape[row_dim] - first_row], dim=row_dim)
+        return torch.cat([head, tail + delta], dim=row_dim)
+
+
+@dataclasses.dataclass(frozen=True)
+class Window:
+    """The part of the sampling run where a patch acts, as a sigma interval (high to low)."""
+
+    sigma_start: float
+    sigma_end: float
+
+    @classmethod
+    def from_percent(cls, model, start_percent, end_percent):
+        if not start_percent <= end_percent:
+            raise ValueError(
+                f"start_percent ({start_percent}) must not be after end_percent ({end_percent}); "
+                "both are fractions of the sampling run from 0 (first step) to 1 (last step)"
+            )
+        sampling = model.get_model_object("model_sampling")
+        return cls(float(sampling.percent_to_sigma(start_percent)), float(sampling.percent_to_sigma(end_percent)))
+
+    def contains(self, sigma):
+        return self.sigma_end <= sigma <= self.sigma_start
+
+
+def _record_call_info(executor, x, t, c_concat=None, c_crossattn=None, control=None, transformer_options=None, **kwargs):
+    info = CallInfo(
+        sigma=float(t.max()),
+        text_tokens=int(c_crossattn.shape[1]) if c_crossattn is not None and c_crossattn.ndim >= 2 else 0,
+    )
+    options = dict(transformer_options or {})
+    options[CALL_INFO_KEY] = info
+    return executor(x, t, c_concat, c_crossattn, control, options, **kwargs)
+
+
+def _attention_arguments(q, k, v, heads, mask=None, attn_precision=None, skip_reshape=False, skip_output_reshape=False, **kwargs):
+    return dict(q=q, k=k, v=v, heads=heads, mask=mask, skip_reshape=skip_reshape, skip_output_reshape=skip_output_reshape)
+
+
+def _to_heads(x, heads, skip_reshape):
+    """(B, L, H*D) or (B, L, H, D) -> (B, H, L, D); already split tensors pass through."""
+    if skip_reshape:
+        return x
+    return x.reshape(x.shape[0], x.shape[1], heads, -1).transpose(1, 2)
+
+
+def _mask_4d(mask):
+    """ComfyUI's attention masks come as (Lq, Lk), (B, Lq, Lk) or (B, H, Lq, Lk); make them 4-D
+    the way its backends do, so they broadcast against (B, H, Lq, Lk) scores."""
+    if mask is None:
+        return None
+    if mask.ndim == 2:
+        return mask[None, None]
+    if mask.ndim == 3:
+        return mask[:, None]
+    return mask
+
+
+class JointAttentionOverride:
+    """The attention override for DiT joint attention.
+
+    ``patch(call, output) -> output`` rewrites the output of selected calls inside the window;
+    every other call returns exactly what the previous override (or ComfyUI's backend) returned.
+    """
+
+    def __init__(self, patch, selection, window, previous):
+        self.patch = patch
+        self.selection = selection
+        self.window = window
+        self.previous = previous
+
+    def __call__(self, func, *args, **kwargs):
+        output = self.previous(func, *args, **kwargs) if self.previous else func(*args, **kwargs)
+        call = self._joint_call(args, kwargs)
+        return output if call is None else self.patch(call, output)
+
+    def _joint_call(self, args, kwargs):
+        options = kwargs.get("transformer_options") or {}
+        info = options.get(CALL_INFO_KEY)
+        block_type = options.get("block_type")
+        if info is None or block_type is None:
+            return None
+        block = (block_type, options.get("block_index"))
+        if block not in self.selection or not self.window.contains(info.sigma):
+            return None
+        a = _attention_arguments(*args, **kwargs)
+        q, k, v = (_to_heads(a[name], a["heads"], a["skip_reshape"]) for name in ("q", "k", "v"))
+        text_tokens = info.text_tokens
+        joint = options.get(JOINT_INFO_KEY)
+        if joint is not None:
+            text_tokens, total_tokens = joint
+            if q.shape[2] != total_tokens:
+                return None
+        if not 0 < text_tokens < q.shape[2] or k.shape[2] != q.shape[2]:
+            return None
+        mask = _mask_4d(a["mask"])
+        return AttentionCall(q, k, v, mask, "joint", text_tokens, block, info.sigma, a["skip_output_reshape"], options)
+
+
+class UnetAttentionReplace:
+    """A UNet ``attn1``/``attn2`` replace patch: runs the previous replacement (or ComfyUI's
+    selected attention, through any override) for the base output, then ``patch(call, output)``
+    inside the window."""
+
+    def __init__(self, patch, kind, window, previous):
+        self.patch = patch
+        self.kind = kind
+        self.window = window
+        self.previous = previous
+
+    def __call__(self, q, k, v, extra_options):
+        heads = extra_options["n_heads"]
+        if self.previous is not None:
+            output = self.previous(q, k, v, extra_options)
+        else:
+            output = comfy.ldm.modules.attention.optimized_attention(
+                q, k, v, heads, attn_precision=extra_options.get("attn_precision"), transformer_options=extra_options
+            )
+        info = extra_options.get(CALL_INFO_KEY)
+        if info is None or not self.window.contains(info.sigma):
+            return output
+        q, k, v = (_to_heads(t, heads, False) for t in (q, k, v))
+        text_tokens = k.shape[2] if self.kind == "cross" else 0
+        call = AttentionCall(q, k, v, None, self.kind, text_tokens, tuple(extra_options["block"]), info.sigma, False, extra_options)
+        return self.patch(call, output)
+
+
+class JointBlockInfo:
+    """DiT block-replace wrapper for models whose attention calls carry no block information
+    (SD3's MMDiT): it adds the block index and the (text, total) token counts of the joint call."""
+
+    def __init__(self, index, previous):
+        self.index = index
+        self.previous = previous
+
+    def __call__(self, args, extra):
+        text_tokens = args["txt"].shape[1]
+        options = dict(args.get("transformer_options") or {})
+        options.update(block_type="double", block_index=self.index)
+        options[JOINT_INFO_KEY] = (text_tokens, text_tokens + args["img"].shape[1])
+        args = dict(args, transformer_options=options)
+        return self.previous(args, extra) if self.previous is not None else extra["original_block"](args)
+
+
+def model_layout(model, node_name):
+    """The layout of a ModelPatcher's diffusion model, or None after logging once why the node
+    leaves this model unpatched."""
+    diffusion_model = getattr(getattr(model, "model", None), "diffusion_model", None)
+    layout = detect_layout(diffusion_model) if diffusion_model is not None else None
+    if layout is None:
+        logger.warning(
+            "[ComfyUI-GAG] %s: %s has no attention blocks this pack can patch (it knows UNets like "
+            "SD1.5/SDXL and joint-attention DiTs like FLUX, SD3 and Qwen-Image); the model runs unpatched.",
+            node_name, type(diffusion_model).__name__,
+        )
+    return layout
+
+
+def install(model, layout, patch, selection, window, unet_attention="attn2"):
+    """A clone of ``model`` with ``patch(call, output) -> output`` installed on the ``selection``
+    of (group, number) blocks; UNets are patched on ``unet_attention`` ("attn2" cross-attention,
+    "attn1" self-attention), DiTs on their joint attention."""
+    patched = model.clone()
+    if not patched.get_wrappers(comfy.patcher_extension.WrappersMP.APPLY_MODEL, WRAPPER_KEY):
+        patched.add_wrapper_with_key(comfy.patcher_extension.WrappersMP.APPLY_MODEL, WRAPPER_KEY, _record_call_info)
+    options = patched.model_options.setdefault("transformer_options", {})
+    if layout.kind == UNET:
+        kind = "cross" if unet_attention == "attn2" else "self"
+        existing = options.get("patches_replace", {}).get(unet_attention, {})
+        for group, number in sorted(selection):
+            keys = [(group, number)] + [key for key in existing if len(key) == 3 and key[:2] == (group, number)]
+            for key in keys:
+                replace = UnetAttentionReplace(patch, kind, window, existing.get(key))
+                patched.set_model_patch_replace(replace, unet_attention, *key)
+        return patched
+    options["optimized_attention_override"] = JointAttentionOverride(
+        patch, selection, window, options.get("optimized_attention_override")
+    )
+    if layout.joint_blocks_attribute:
+        existing = options.get("patches_replace", {}).get("dit", {})
+        for group, number in sorted(layout.all_blocks()):
+            key = ("double_block", number)
+            patched.set_model_patch_replace(JointBlockInfo(number, existing.get(key)), "dit", *key)
+    return patched

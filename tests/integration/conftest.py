@@ -1,0 +1,69 @@
+"""In-process ComfyUI for the integration tests: the pack is imported the way ComfyUI imports a
+custom node (a package named after its folder), and tiny models are built once per session."""
+import importlib.util
+import sys
+
+import pytest
+import torch
+
+import comfy_env
+
+comfy_env.import_comfy()
+
+import comfy.sample  # noqa: E402
+import tiny_models  # noqa: E402
+
+PACK_MODULE = "ComfyUI_GAG_under_test"
+
+
+@pytest.fixture(scope="session")
+def pack():
+    """The pack's top-level module, imported like ComfyUI's custom-node loader does."""
+    if PACK_MODULE not in sys.modules:
+        spec = importlib.util.spec_from_file_location(
+            PACK_MODULE, comfy_env.PACK_DIR / "__init__.py", submodule_search_locations=[str(comfy_env.PACK_DIR)]
+        )
+        module = importlib.util.module_from_spec(spec)
+        sys.modules[PACK_MODULE] = module
+        spec.loader.exec_module(module)
+    return sys.modules[PACK_MODULE]
+
+
+@pytest.fixture(scope="session")
+def node_classes(pack):
+    import asyncio
+
+    extension = asyncio.run(pack.comfy_entrypoint())
+    return {node.define_schema().node_id: node for node in asyncio.run(extension.get_node_list())}
+
+
+_MODELS = {}
+
+
+@pytest.fixture(scope="session")
+def tiny_model():
+    """tiny_model(family, dtype=torch.float32) -> a shared ModelPatcher (never patch it in place)."""
+
+    def get(family, dtype=torch.float32):
+        key = (family, dtype)
+        if key not in _MODELS:
+            _MODELS[key] = tiny_models.build_model(family, dtype=dtype)
+        return _MODELS[key]
+
+    return get
+
+
+def sample(model, family, cfg=3.0, batch=1, steps=3, seed=0, cond_tokens=77, uncond_tokens=77, sampler="euler"):
+    """Sample through ComfyUI's own sampler with seeded noise and random conditioning."""
+    latent = tiny_models.empty_latent(family, batch)
+    noise = torch.randn(latent.shape, generator=torch.Generator().manual_seed(seed))
+    positive = tiny_models.random_conditioning(family, batch=1, tokens=cond_tokens, seed=seed + 1)
+    negative = tiny_models.random_conditioning(family, batch=1, tokens=uncond_tokens, seed=seed + 2)
+    return comfy.sample.sample(
+        model, noise, steps, cfg, sampler, "normal", positive, negative, latent, seed=seed, disable_pbar=True
+    )
+
+
+def run_node(node_class, **inputs):
+    """Execute a V3 node the way ComfyUI does and return its outputs as a tuple."""
+    return node_class.execute(**inputs).result

@@ -1,0 +1,34 @@
+"""The pack in a real ComfyUI server process: loads cleanly, lists its nodes, runs a workflow."""
+import re
+
+import pytest
+
+from api_workflows import tiny_workflow
+
+PACK_NODES = ["GAGAttentionGuidance", "GAGAttentionGuidanceAdvanced", "PLADISAttentionGuidance"]
+
+
+def test_pack_loads_without_import_errors(comfy_server):
+    log = comfy_server.log()
+    assert re.search(r"\d+\.\d+ seconds: .*ComfyUI-GAG", log), "the pack is missing from ComfyUI's import times"
+    failures = [line for line in log.splitlines() if "ComfyUI-GAG" in line and ("IMPORT FAILED" in line or "Cannot import" in line)]
+    assert not failures, "\n".join(failures)
+    own_tracebacks = [t for t in log.split("Traceback")[1:] if "ComfyUI-GAG" in t[:4000]]
+    assert not own_tracebacks, own_tracebacks[0][:4000]
+
+
+def test_nodes_listed_with_tooltips(comfy_server):
+    info = comfy_server.get("/object_info")
+    for node_id in PACK_NODES:
+        assert node_id in info, f"{node_id} missing from /object_info"
+        inputs = info[node_id]["input"]["required"] | info[node_id]["input"].get("optional", {})
+        for name, spec in inputs.items():
+            options = spec[1] if len(spec) > 1 else {}
+            assert options.get("tooltip"), f"{node_id}.{name} has no tooltip"
+
+
+@pytest.mark.parametrize("family,latent", [("sd15", ("EmptyLatentImage", {})), ("flux", ("EmptySD3LatentImage", {}))])
+def test_workflow_runs_over_http(comfy_server, family, latent):
+    entry = comfy_server.run(tiny_workflow(family, latent_node=latent))
+    assert entry["status"]["completed"]
+    assert list((comfy_server.base_dir / "output").glob(f"gag_{family}*.latent"))
