@@ -4,6 +4,7 @@ Registered through ComfyUI's V3 node API; the frontend extension is served from 
 """
 from comfy_api.latest import ComfyExtension, io
 
+from .nodes.circulation import NODES as CIRCULATION_NODES
 from .nodes.guidance import NODES as GUIDANCE_NODES
 
 WEB_DIRECTORY = "./web"
@@ -11,7 +12,7 @@ WEB_DIRECTORY = "./web"
 
 class GAGExtension(ComfyExtension):
     async def get_node_list(self) -> list[type[io.ComfyNode]]:
-        return list(GUIDANCE_NODES)
+        return [*GUIDANCE_NODES, *CIRCULATION_NODES]
 
 
 async def comfy_entrypoint() -> GAGExtension:

@@ -8,10 +8,10 @@ from comfy_api.latest import io
 from ..gag_core import gag, pladis
 from ..gag_core._checks import entmax_alpha, finite_number, number_in_range
 from ..gag_core.delta import guidance_delta
+from .inputs import CATEGORY, alpha_input, layers_input, schedule_inputs
 from .layout import parse_selection
 from .patching import Window, install, model_layout
 
-CATEGORY = "model_patches/attention_guidance"
 TEXT_KEYS, ALL_KEYS = "text keys", "all keys"
 
 
@@ -23,8 +23,9 @@ class GuidanceRule:
     alpha: float
     strength: float = 1.0
     all_keys: bool = False
+    mode = "post"
 
-    def __call__(self, call, output):
+    def apply(self, call, output):
         """Patch for patching.install: add strength * (guided - dense) to the output."""
         if call.kind == "cross":
             delta = guidance_delta(call.q, call.k, call.v, self.combine, self.alpha, mask=call.mask)
@@ -49,37 +50,6 @@ def _patch_guidance(node_name, model, rule, layers, start_percent, end_percent):
     return install(model, layout, rule, selection, window, unet_attention="attn2")
 
 
-def _schedule_inputs():
-    return [
-        io.Float.Input(
-            "start_percent", default=0.0, min=0.0, max=1.0, step=0.01,
-            tooltip="Where in the sampling run guidance starts: 0 is the first step, 0.5 halfway. "
-            "Starting later keeps the composition of the plain model and refines detail only.",
-        ),
-        io.Float.Input(
-            "end_percent", default=1.0, min=0.0, max=1.0, step=0.01,
-            tooltip="Where in the sampling run guidance stops: 1 is the last step. Stopping early "
-            "shapes the layout and leaves fine detail to the plain model.",
-        ),
-    ]
-
-
-def _layers_input(example):
-    return io.String.Input(
-        "layers", default="", multiline=False,
-        tooltip="Which attention blocks to guide, e.g. " + example + ". Empty: the usual choice for "
-        "the connected model (UNet: down and up blocks; FLUX, SD3, Qwen-Image: every joint block).",
-    )
-
-
-def _alpha_input():
-    return io.Float.Input(
-        "alpha", default=1.5, min=1.0, max=2.0, step=0.05,
-        tooltip="How sparse the focused attention is: 1.5 (entmax, default) keeps the few most relevant "
-        "prompt tokens per pixel, 2 (sparsemax) keeps even fewer. 1 makes it plain attention (no effect).",
-    )
-
-
 class GAGAttentionGuidance(io.ComfyNode):
     @classmethod
     def define_schema(cls):
@@ -97,7 +67,7 @@ class GAGAttentionGuidance(io.ComfyNode):
                     tooltip="How hard attention is pushed toward the relevant prompt words. Higher follows "
                     "the prompt more tightly; too high gives harsh, oversaturated detail.",
                 ),
-                *_schedule_inputs(),
+                *schedule_inputs(),
             ],
             outputs=[io.Model.Output(tooltip="The model with GAG applied to its attention.")],
         )
@@ -139,15 +109,15 @@ class GAGAttentionGuidanceAdvanced(io.ComfyNode):
                     "the part that sharpens what attention already retrieves (stable); 1 keeps all of it "
                     "(PLADIS-like, more change, less stable).",
                 ),
-                _alpha_input(),
-                _layers_input("'input 4-8, output 0-5' (UNet) or 'double 0-18, single 0-37' (FLUX)"),
+                alpha_input(),
+                layers_input("'input 4-8, output 0-5' (UNet) or 'double 0-18, single 0-37' (FLUX)"),
                 io.Combo.Input(
                     "guide_keys", options=[TEXT_KEYS, ALL_KEYS], default=TEXT_KEYS,
                     tooltip="FLUX, SD3, Qwen-Image only: 'text keys' guides how image regions read the "
                     "prompt (default); 'all keys' also sharpens how they read each other, which changes "
                     "composition more.",
                 ),
-                *_schedule_inputs(),
+                *schedule_inputs(),
             ],
             outputs=[io.Model.Output(tooltip="The model with GAG applied to its attention.")],
         )
@@ -185,9 +155,9 @@ class PLADISAttentionGuidance(io.ComfyNode):
                     tooltip="0 is the model unchanged, 1 uses focused attention alone, 2 (default) goes "
                     "beyond it. Above about 3 images get over-smoothed.",
                 ),
-                _alpha_input(),
-                _layers_input("'input 4-8, output 0-5' (UNet) or 'double 0-18, single 0-37' (FLUX)"),
-                *_schedule_inputs(),
+                alpha_input(),
+                layers_input("'input 4-8, output 0-5' (UNet) or 'double 0-18, single 0-37' (FLUX)"),
+                *schedule_inputs(),
             ],
             outputs=[io.Model.Output(tooltip="The model with PLADIS applied to its attention.")],
         )

@@ -74,6 +74,19 @@ def detect_layout(diffusion_model):
     return None
 
 
+def unet_transformer_blocks(diffusion_model, group, number):
+    """The transformer blocks (modules with attn1/attn2) of UNet block (group, number), in the
+    order ComfyUI numbers them as ``block_index``."""
+    if group == "middle":
+        container = diffusion_model.middle_block
+    else:
+        container = (diffusion_model.input_blocks if group == "input" else diffusion_model.output_blocks)[number]
+    for module in container.modules():
+        if hasattr(module, "transformer_blocks"):
+            return list(module.transformer_blocks)
+    return []
+
+
 _ITEM = re.compile(r"^\s*(?:([a-z]+)\s*)?(\d+)(?:\s*-\s*(\d+))?\s*$")
 
 

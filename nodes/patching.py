@@ -11,15 +11,13 @@ SD3's MMDiT does not tell attention calls which block they are in; a DiT block-r
 that, and the joint sequence length that tells its joint call from SD3.5's image-only one.
 """
 import dataclasses
-import inspect
 import logging
 
 import comfy.ldm.modules.attention
-import comfy.model_patcher
 import comfy.patcher_extension
 import torch
 
-from .layout import DIT, UNET, detect_layout
+from .layout import UNET, detect_layout
 
 CALL_INFO_KEY = "comfyui_gag_call"
 JOINT_INFO_KEY = "comfyui_gag_joint"
@@ -125,11 +123,22 @@ def _mask_4d(mask):
     return mask
 
 
-class JointAttentionOverride:
+class _SharedOnCopy:
+    """Patch objects are immutable and may reference model modules; ComfyUI deep-copies
+    model_options on every clone, which must not copy them."""
+
+    def __deepcopy__(self, memo):
+        return self
+
+
+class JointAttentionOverride(_SharedOnCopy):
     """The attention override for DiT joint attention.
 
-    ``patch(call, output) -> output`` rewrites the output of selected calls inside the window;
-    every other call returns exactly what the previous override (or ComfyUI's backend) returned.
+    ``patch`` is either a "post" patch, ``patch.apply(call, output) -> output`` rewriting the output
+    of selected calls (GAG), or a "replace" patch, ``patch.attention(call) -> output`` computing
+    the attention itself (circulation). A replace patch is handed down the override chain as the
+    attention function, so post patches installed before or after it still apply on top. Calls
+    outside the selection or the window return exactly what the chain returns without us.
     """
 
     def __init__(self, patch, selection, window, previous):
@@ -139,9 +148,14 @@ class JointAttentionOverride:
         self.previous = previous
 
     def __call__(self, func, *args, **kwargs):
-        output = self.previous(func, *args, **kwargs) if self.previous else func(*args, **kwargs)
         call = self._joint_call(args, kwargs)
-        return output if call is None else self.patch(call, output)
+        replaces = call is not None and self.patch.mode == "replace"
+        if replaces:
+            func = _ReplacedAttention(self, func)
+        output = self.previous(func, *args, **kwargs) if self.previous else func(*args, **kwargs)
+        if call is None or replaces:
+            return output
+        return self.patch.apply(call, output)
 
     def _joint_call(self, args, kwargs):
         options = kwargs.get("transformer_options") or {}
@@ -166,10 +180,28 @@ class JointAttentionOverride:
         return AttentionCall(q, k, v, mask, "joint", text_tokens, block, info.sigma, a["skip_output_reshape"], options)
 
 
-class UnetAttentionReplace:
-    """A UNet ``attn1``/``attn2`` replace patch: runs the previous replacement (or ComfyUI's
-    selected attention, through any override) for the base output, then ``patch(call, output)``
-    inside the window."""
+class _ReplacedAttention:
+    """Stands in for the attention function inside the override chain: the replace patch's
+    attention for the call it was made for (from the arguments it actually receives)."""
+
+    def __init__(self, override, func):
+        self.override = override
+        self.func = func
+
+    def __call__(self, *args, **kwargs):
+        call = self.override._joint_call(args, kwargs)
+        if call is None:
+            return self.func(*args, **kwargs)
+        return call.to_output_layout(self.override.patch.attention(call))
+
+
+class UnetAttentionReplace(_SharedOnCopy):
+    """A UNet ``attn1``/``attn2`` replace patch for one block.
+
+    A post patch runs the previous replacement (or ComfyUI's selected attention, through any
+    override) for the base output and rewrites it; a replace patch computes the attention itself
+    on the selected blocks inside the window. Outside the window the base runs untouched.
+    """
 
     def __init__(self, patch, kind, window, previous):
         self.patch = patch
@@ -177,24 +209,28 @@ class UnetAttentionReplace:
         self.window = window
         self.previous = previous
 
-    def __call__(self, q, k, v, extra_options):
-        heads = extra_options["n_heads"]
+    def _base(self, q, k, v, extra_options):
         if self.previous is not None:
-            output = self.previous(q, k, v, extra_options)
-        else:
-            output = comfy.ldm.modules.attention.optimized_attention(
-                q, k, v, heads, attn_precision=extra_options.get("attn_precision"), transformer_options=extra_options
-            )
+            return self.previous(q, k, v, extra_options)
+        return comfy.ldm.modules.attention.optimized_attention(
+            q, k, v, extra_options["n_heads"], attn_precision=extra_options.get("attn_precision"),
+            transformer_options=extra_options,
+        )
+
+    def __call__(self, q, k, v, extra_options):
         info = extra_options.get(CALL_INFO_KEY)
         if info is None or not self.window.contains(info.sigma):
-            return output
-        q, k, v = (_to_heads(t, heads, False) for t in (q, k, v))
-        text_tokens = k.shape[2] if self.kind == "cross" else 0
-        call = AttentionCall(q, k, v, None, self.kind, text_tokens, tuple(extra_options["block"]), info.sigma, False, extra_options)
-        return self.patch(call, output)
+            return self._base(q, k, v, extra_options)
+        heads = extra_options["n_heads"]
+        split = [_to_heads(t, heads, False) for t in (q, k, v)]
+        text_tokens = split[1].shape[2] if self.kind == "cross" else 0
+        call = AttentionCall(*split, None, self.kind, text_tokens, tuple(extra_options["block"]), info.sigma, False, extra_options)
+        if self.patch.mode == "replace":
+            return call.to_output_layout(self.patch.attention(call))
+        return self.patch.apply(call, self._base(q, k, v, extra_options))
 
 
-class JointBlockInfo:
+class JointBlockInfo(_SharedOnCopy):
     """DiT block-replace wrapper for models whose attention calls carry no block information
     (SD3's MMDiT): it adds the block index and the (text, total) token counts of the joint call."""
 
@@ -226,7 +262,7 @@ def model_layout(model, node_name):
 
 
 def install(model, layout, patch, selection, window, unet_attention="attn2"):
-    """A clone of ``model`` with ``patch(call, output) -> output`` installed on the ``selection``
+    """A clone of ``model`` with ``patch`` (see JointAttentionOverride) installed on the ``selection``
     of (group, number) blocks; UNets are patched on ``unet_attention`` ("attn2" cross-attention,
     "attn1" self-attention), DiTs on their joint attention."""
     patched = model.clone()

@@ -87,6 +87,16 @@ SPECS = {
         ),
         (16, 1, 16, 16), 3584, 0,
     ),
+    # A family the pack does not patch (video DiT with separate cross-attention), for the tests of
+    # how unsupported models are handled.
+    "wan21": FamilySpec(
+        "WAN21_T2V",
+        dict(
+            image_model="wan2.1", model_type="t2v", patch_size=(1, 2, 2), in_dim=16, dim=64, ffn_dim=128,
+            freq_dim=32, text_dim=4096, out_dim=16, num_heads=2, num_layers=1,
+        ),
+        (16, 1, 16, 16), 4096, 0,
+    ),
 }
 
 

@@ -1,0 +1,180 @@
+"""Circulation control nodes: scale the skew-symmetric ("circulation") part of self-attention
+scores to trade fidelity against diversity (UNet self-attention, DiT joint attention)."""
+import dataclasses
+import logging
+
+from comfy_api.latest import io
+
+from ..gag_core import circulation_attention
+from ..gag_core._checks import finite_number
+from .inputs import CATEGORY, EVERY_BLOCK, layers_input, schedule_inputs
+from .layout import UNET, parse_selection, unet_transformer_blocks
+from .patching import Window, install, model_layout
+
+LAYER_INPUT_KEY = "comfyui_gag_attn1_input"
+ADAPTIVE_MODES = {"off": None, "dev": "dev", "scale": "scale"}
+PATHS = {"value space (fast)": "value", "input space (paper)": "reference"}
+logger = logging.getLogger("ComfyUI-GAG")
+
+
+def _stash_layer_input(n, context, value, extra_options):
+    """attn1_patch: hands the layer's normalised input to the attn1 replace patch of the same
+    transformer block (ComfyUI passes both the same extra_options dict)."""
+    extra_options[LAYER_INPUT_KEY] = n
+    return n, context, value
+
+
+@dataclasses.dataclass(frozen=True)
+class CirculationRule:
+    """Replace patch computing circulation-controlled self-attention (gag_core)."""
+
+    alpha: float
+    beta: float
+    path: str
+    adaptive: object = None
+    adapt_beta: bool = False
+    value_projections: object = None  # {(group, number, transformer_index): to_v Linear} for the input-space path
+    mode = "replace"
+
+    def __deepcopy__(self, memo):
+        return self
+
+    def _reference_inputs(self, call):
+        x = call.options.get(LAYER_INPUT_KEY)
+        key = call.block + (call.options.get("block_index", 0),)
+        projection = (self.value_projections or {}).get(key)
+        if x is None or projection is None:
+            return {}
+        weight = projection.weight.to(device=x.device, dtype=x.dtype)
+        bias = None if projection.bias is None else projection.bias.to(device=x.device, dtype=x.dtype)
+        return dict(path="reference", x=x, w_v=weight, b_v=bias)
+
+    def attention(self, call):
+        """(B, H, L, D) circulation attention of a self-attention or joint-attention call."""
+        inputs = dict(path="value")
+        if self.path == "reference" and call.kind == "self":
+            inputs.update(self._reference_inputs(call))
+        return circulation_attention(
+            call.q, call.k, call.v, alpha=self.alpha, beta=self.beta, mask=call.mask,
+            adaptive=self.adaptive, adapt_beta=self.adapt_beta, **inputs,
+        )
+
+
+def _value_projections(model, selection):
+    diffusion_model = model.model.diffusion_model
+    projections = {}
+    for group, number in selection:
+        for index, block in enumerate(unet_transformer_blocks(diffusion_model, group, number)):
+            projections[(group, number, index)] = block.attn1.to_v
+    return projections
+
+
+def patch_circulation(node_name, model, alpha, beta, start_percent, end_percent, adaptive=None,
+                      adapt_beta=False, path="value", layers=""):
+    alpha = finite_number("alpha", alpha)
+    beta = finite_number("beta", beta)
+    window = Window.from_percent(model, start_percent, end_percent)
+    if alpha == 1.0 and adaptive != "scale":
+        return model  # M_alpha == M: attention is exactly the model's own
+    layout = model_layout(model, node_name)
+    if layout is None:
+        return model
+    selection = parse_selection(layers, layout) or layout.all_blocks()
+    projections = None
+    if path == "reference":
+        if layout.kind == UNET:
+            projections = _value_projections(model, selection)
+        else:
+            logger.info("[ComfyUI-GAG] %s: joint-attention models use the value-space path.", node_name)
+    rule = CirculationRule(alpha, beta, path, adaptive, adapt_beta, projections)
+    patched = install(model, layout, rule, selection, window, unet_attention="attn1")
+    if projections:
+        patched.set_model_attn1_patch(_stash_layer_input)
+    return patched
+
+
+def _alpha_beta_inputs():
+    return [
+        io.Float.Input(
+            "alpha", default=1.05, min=0.0, max=3.0, step=0.01,
+            tooltip="Circulation scale. Above 1 adds variety and breaks up muddled mixtures of concepts; "
+            "too far above (about 1.2) breaks the image. Below 1 is more faithful and less varied. "
+            "1 leaves the model unchanged.",
+        ),
+        io.Float.Input(
+            "beta", default=3.0, min=0.0, max=10.0, step=0.1,
+            tooltip="How far each layer steps toward the circulation-scaled attention. Higher makes "
+            "alpha's effect stronger.",
+        ),
+    ]
+
+
+class AttentionCirculationControl(io.ComfyNode):
+    @classmethod
+    def define_schema(cls):
+        return io.Schema(
+            node_id="AttentionCirculationControl",
+            display_name="Attention Circulation Control",
+            category=CATEGORY,
+            description="Trades fidelity against diversity by scaling the circulation (skew-symmetric) "
+            "part of self-attention. Composes with the GAG nodes in either order.",
+            inputs=[
+                io.Model.Input("model", tooltip="The diffusion model to patch."),
+                *_alpha_beta_inputs(),
+                *schedule_inputs(),
+            ],
+            outputs=[io.Model.Output(tooltip="The model with circulation control on its self-attention.")],
+        )
+
+    @classmethod
+    def execute(cls, model, alpha=1.05, beta=3.0, start_percent=0.0, end_percent=1.0):
+        return io.NodeOutput(patch_circulation(cls.__name__, model, alpha, beta, start_percent, end_percent))
+
+
+class AttentionCirculationControlAdvanced(io.ComfyNode):
+    @classmethod
+    def define_schema(cls):
+        return io.Schema(
+            node_id="AttentionCirculationControlAdvanced",
+            display_name="Attention Circulation Control (Advanced)",
+            category=CATEGORY,
+            description="Circulation control with the adaptive mode, the computation path and the blocks exposed.",
+            inputs=[
+                io.Model.Input("model", tooltip="The diffusion model to patch."),
+                *_alpha_beta_inputs(),
+                io.Combo.Input(
+                    "adaptive", options=list(ADAPTIVE_MODES), default="off",
+                    tooltip="Adapt alpha per layer to how symmetric its attention already is: 'dev' "
+                    "(the paper's) moves alpha toward 1 where attention is asymmetric, 'scale' multiplies "
+                    "alpha by the symmetry. 'off' uses alpha as given.",
+                ),
+                io.Boolean.Input(
+                    "adapt_beta", default=False,
+                    tooltip="Also shrink beta where attention is already symmetric (adaptive modes only).",
+                ),
+                io.Combo.Input(
+                    "path", options=list(PATHS), default="value space (fast)",
+                    tooltip="'value space' is fast (about 2x a plain attention call). 'input space' is the "
+                    "paper's exact method, several times slower, UNet (SD1.5/SDXL) only: FLUX, SD3 and "
+                    "Qwen-Image always use value space.",
+                ),
+                layers_input("'input 4-8, output 0-5' (UNet) or 'double 0-18' (FLUX)", EVERY_BLOCK),
+                *schedule_inputs(),
+            ],
+            outputs=[io.Model.Output(tooltip="The model with circulation control on its self-attention.")],
+        )
+
+    @classmethod
+    def execute(cls, model, alpha=1.05, beta=3.0, adaptive="off", adapt_beta=False, path="value space (fast)",
+                layers="", start_percent=0.0, end_percent=1.0):
+        if adaptive not in ADAPTIVE_MODES:
+            raise ValueError(f"adaptive must be one of {list(ADAPTIVE_MODES)}, got {adaptive!r}")
+        if path not in PATHS:
+            raise ValueError(f"path must be one of {list(PATHS)}, got {path!r}")
+        return io.NodeOutput(patch_circulation(
+            cls.__name__, model, alpha, beta, start_percent, end_percent, ADAPTIVE_MODES[adaptive],
+            bool(adapt_beta), PATHS[path], layers,
+        ))
+
+
+NODES = [AttentionCirculationControl, AttentionCirculationControlAdvanced]

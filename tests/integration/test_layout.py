@@ -1,0 +1,68 @@
+"""Block discovery by structure and the readable block lists, on every family's tiny model."""
+import importlib
+import logging
+
+import pytest
+import torch
+
+from tiny_models import FAMILIES
+
+from conftest import PACK_MODULE, run_node, sample
+
+EXPECTED_BLOCKS = {
+    "sd15": "input 1-2, 4-5, 7-8, middle 0, output 3-11",
+    "sdxl": "input 4-5, 7-8, middle 0, output 0-5",
+    "sd3": "double 0-1",
+    "flux": "double 0-1, single 0-1",
+    "flux2": "double 0-1, single 0-1",
+    "qwen_image": "double 0-1",
+}
+
+
+@pytest.fixture(scope="module")
+def layout_module(pack):
+    return importlib.import_module(PACK_MODULE + ".nodes.layout")
+
+
+@pytest.mark.parametrize("family", FAMILIES)
+def test_blocks_found_by_structure(layout_module, tiny_model, family):
+    layout = layout_module.detect_layout(tiny_model(family).model.diffusion_model)
+    assert layout.describe() == EXPECTED_BLOCKS[family]
+    assert layout_module.parse_selection(layout.describe(), layout) == layout.all_blocks()
+
+
+def test_block_list_syntax(layout_module, tiny_model):
+    layout = layout_module.detect_layout(tiny_model("sdxl").model.diffusion_model)
+    assert layout_module.parse_selection("input 4-5, 7, output 0-2", layout) == {
+        ("input", 4), ("input", 5), ("input", 7), ("output", 0), ("output", 1), ("output", 2)}
+    assert layout_module.parse_selection("  ", layout) is None
+    assert layout_module.parse_selection("Output 1; mid 0", layout) == {("output", 1), ("middle", 0)}
+
+
+@pytest.mark.parametrize("text,message", [
+    ("input 1", "block 'input 1' has no attention"),
+    ("double 0", "has no 'double' blocks"),
+    ("input 8-4", "runs backwards"),
+    ("4-8", "no block group"),
+    ("input four", "cannot read"),
+])
+def test_bad_block_lists_name_the_input_and_the_valid_blocks(layout_module, tiny_model, text, message):
+    layout = layout_module.detect_layout(tiny_model("sdxl").model.diffusion_model)
+    with pytest.raises(ValueError, match="layers") as error:
+        layout_module.parse_selection(text, layout)
+    assert message in str(error.value)
+
+
+def test_unsupported_family_logged_once_and_runs_unpatched(node_classes, tiny_model, caplog):
+    wan = tiny_model("wan21")
+    with caplog.at_level(logging.WARNING):
+        out = run_node(node_classes["GAGAttentionGuidance"], model=wan)[0]
+    assert out is wan
+    messages = [r.getMessage() for r in caplog.records if "ComfyUI-GAG" in r.getMessage()]
+    assert len(messages) == 1 and "runs unpatched" in messages[0]
+    assert torch.isfinite(sample(out, "wan21", steps=1)).all()
+
+
+def test_start_after_end_is_refused(node_classes, tiny_model):
+    with pytest.raises(ValueError, match="start_percent"):
+        run_node(node_classes["GAGAttentionGuidance"], model=tiny_model("sd15"), start_percent=0.8, end_percent=0.2)
