@@ -6,13 +6,14 @@ from comfy_api.latest import ComfyExtension, io
 
 from .nodes.circulation import NODES as CIRCULATION_NODES
 from .nodes.guidance import NODES as GUIDANCE_NODES
+from .nodes.probe import NODES as PROBE_NODES
 
 WEB_DIRECTORY = "./web"
 
 
 class GAGExtension(ComfyExtension):
     async def get_node_list(self) -> list[type[io.ComfyNode]]:
-        return [*GUIDANCE_NODES, *CIRCULATION_NODES]
+        return [*GUIDANCE_NODES, *CIRCULATION_NODES, *PROBE_NODES]
 
 
 async def comfy_entrypoint() -> GAGExtension:

@@ -7,7 +7,7 @@ leaves O bit for bit untouched and the backend's precision is kept everywhere el
 from .attention import sparse_dense_attention
 
 
-def guidance_delta(q, k, v, combine, alpha=1.5, mask=None, key_slice=None, max_score_elements=2**24):
+def guidance_delta(q, k, v, combine, alpha=1.5, mask=None, key_slice=None, max_score_elements=2**24, observe=None):
     """Correction to add to standard attention so that it becomes ``combine(dense, sparse)``.
 
     q: (B, H, Lq, D); k, v: (B, H, Lk, D); mask: bool (True keeps) or additive, broadcastable to
@@ -18,11 +18,15 @@ def guidance_delta(q, k, v, combine, alpha=1.5, mask=None, key_slice=None, max_s
     With key_slice (the text keys of a joint attention) only those keys' share of the output is
     replaced: delta = m * (combine(d_t, s_t) - d_t), where d_t and s_t attend over the sliced keys
     and m is the dense probability mass the query puts on them. Returns (B, H, Lq, D) in q's dtype.
+    observe: optional callable given (dense, sparse) before they are combined (diagnostics).
     """
     if key_slice is None:
         dense, sparse = sparse_dense_attention(q, k, v, alpha, mask=mask, max_score_elements=max_score_elements)
-        return (combine(dense, sparse).float() - dense.float()).to(q.dtype)
-    dense, sparse, mass = sparse_dense_attention(
-        q, k, v, alpha, mask=mask, key_slice=key_slice, max_score_elements=max_score_elements
-    )
+        mass = 1.0
+    else:
+        dense, sparse, mass = sparse_dense_attention(
+            q, k, v, alpha, mask=mask, key_slice=key_slice, max_score_elements=max_score_elements
+        )
+    if observe is not None:
+        observe(dense, sparse)
     return (mass * (combine(dense, sparse).float() - dense.float())).to(q.dtype)

@@ -9,7 +9,7 @@ from ..gag_core import circulation_attention
 from ..gag_core._checks import finite_number
 from .inputs import CATEGORY, EVERY_BLOCK, layers_input, schedule_inputs
 from .layout import UNET, parse_selection, unet_transformer_blocks
-from .patching import Window, install, model_layout
+from .patching import PROBE_KEY, Window, install, model_layout
 
 LAYER_INPUT_KEY = "comfyui_gag_attn1_input"
 ADAPTIVE_MODES = {"off": None, "dev": "dev", "scale": "scale"}
@@ -54,10 +54,16 @@ class CirculationRule:
         inputs = dict(path="value")
         if self.path == "reference" and call.kind == "self":
             inputs.update(self._reference_inputs(call))
-        return circulation_attention(
+        recorder = call.options.get(PROBE_KEY)
+        result = circulation_attention(
             call.q, call.k, call.v, alpha=self.alpha, beta=self.beta, mask=call.mask,
-            adaptive=self.adaptive, adapt_beta=self.adapt_beta, **inputs,
+            adaptive=self.adaptive, adapt_beta=self.adapt_beta, return_stats=recorder is not None, **inputs,
         )
+        if recorder is None:
+            return result
+        output, stats = result
+        recorder.circulation(call, {"eta_m": stats["eta_M"], "alpha_eff": stats["alpha_eff"]})
+        return output
 
 
 def _value_projections(model, selection):

@@ -2,6 +2,7 @@
 image-to-text part of joint attention (DiT)."""
 import dataclasses
 import functools
+import math
 
 from comfy_api.latest import io
 
@@ -10,25 +11,37 @@ from ..gag_core._checks import entmax_alpha, finite_number, number_in_range
 from ..gag_core.delta import guidance_delta
 from .inputs import CATEGORY, alpha_input, layers_input, schedule_inputs
 from .layout import parse_selection
-from .patching import Window, install, model_layout
+from .patching import PROBE_KEY, Window, install, model_layout
 
 TEXT_KEYS, ALL_KEYS = "text keys", "all keys"
 
 
 @dataclasses.dataclass(frozen=True)
 class GuidanceRule:
-    """A sparse-vs-dense combination rule and how strongly it replaces plain attention."""
+    """A sparse-vs-dense combination rule (GAG, or PLADIS with ``method="pladis"``) and how
+    strongly it replaces plain attention; ``apply`` is the "post" patch for patching.install."""
 
-    combine: object  # (dense, sparse) -> guided, both (B, H, L, D)
+    method: str
+    scale: float
     alpha: float
+    eta: float = math.inf
+    zeta: float = 1.0
+    cap: str = "absolute"
     strength: float = 1.0
     all_keys: bool = False
     mode = "post"
 
+    def combine(self, dense, sparse):
+        if self.method == "pladis":
+            return pladis(dense, sparse, self.scale)
+        return gag(dense, sparse, self.scale, self.eta, self.zeta, self.cap)
+
     def apply(self, call, output):
-        """Patch for patching.install: add strength * (guided - dense) to the output."""
+        """Add strength * (guided - dense) to the output; text queries of a joint call stay as they are."""
+        recorder = call.options.get(PROBE_KEY)
+        observe = None if recorder is None else functools.partial(recorder.guidance, call, self)
         if call.kind == "cross":
-            delta = guidance_delta(call.q, call.k, call.v, self.combine, self.alpha, mask=call.mask)
+            delta = guidance_delta(call.q, call.k, call.v, self.combine, self.alpha, mask=call.mask, observe=observe)
             return call.add_to_rows(output, self.strength * delta, 0)
         text = call.text_tokens
         mask = call.mask
@@ -36,7 +49,7 @@ class GuidanceRule:
             mask = mask[..., text:, :]
         delta = guidance_delta(
             call.q[:, :, text:], call.k, call.v, self.combine, self.alpha, mask=mask,
-            key_slice=None if self.all_keys else slice(0, text),
+            key_slice=None if self.all_keys else slice(0, text), observe=observe,
         )
         return call.add_to_rows(output, self.strength * delta, text)
 
@@ -74,7 +87,7 @@ class GAGAttentionGuidance(io.ComfyNode):
 
     @classmethod
     def execute(cls, model, scale=10.0, start_percent=0.0, end_percent=1.0):
-        rule = GuidanceRule(functools.partial(gag, scale=finite_number("scale", scale), eta=15.0, zeta=0.0), 1.5)
+        rule = GuidanceRule("gag", finite_number("scale", scale), alpha=1.5, eta=15.0, zeta=0.0)
         return io.NodeOutput(_patch_guidance(cls.__name__, model, rule, "", start_percent, end_percent))
 
 
@@ -125,16 +138,12 @@ class GAGAttentionGuidanceAdvanced(io.ComfyNode):
     @classmethod
     def execute(cls, model, scale=10.0, strength=1.0, eta=15.0, zeta=0.0, alpha=1.5, layers="",
                 guide_keys=TEXT_KEYS, start_percent=0.0, end_percent=1.0):
-        combine = functools.partial(
-            gag,
-            scale=finite_number("scale", scale),
-            eta=number_in_range("eta", eta, 0.0, float("inf"), allow_inf=True),
-            zeta=finite_number("zeta", zeta),
-        )
         if guide_keys not in (TEXT_KEYS, ALL_KEYS):
             raise ValueError(f"guide_keys must be '{TEXT_KEYS}' or '{ALL_KEYS}', got {guide_keys!r}")
         rule = GuidanceRule(
-            combine, entmax_alpha(alpha), number_in_range("strength", strength, 0.0, 1.0), guide_keys == ALL_KEYS
+            "gag", finite_number("scale", scale), entmax_alpha(alpha),
+            eta=number_in_range("eta", eta, 0.0, math.inf, allow_inf=True), zeta=finite_number("zeta", zeta),
+            strength=number_in_range("strength", strength, 0.0, 1.0), all_keys=guide_keys == ALL_KEYS,
         )
         return io.NodeOutput(_patch_guidance(cls.__name__, model, rule, layers, start_percent, end_percent))
 
@@ -164,7 +173,7 @@ class PLADISAttentionGuidance(io.ComfyNode):
 
     @classmethod
     def execute(cls, model, scale=2.0, alpha=1.5, layers="", start_percent=0.0, end_percent=1.0):
-        rule = GuidanceRule(functools.partial(pladis, scale=finite_number("scale", scale)), entmax_alpha(alpha))
+        rule = GuidanceRule("pladis", finite_number("scale", scale), entmax_alpha(alpha))
         return io.NodeOutput(_patch_guidance(cls.__name__, model, rule, layers, start_percent, end_percent))
 
 

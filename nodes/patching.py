@@ -20,6 +20,7 @@ import torch
 from .layout import UNET, detect_layout
 
 CALL_INFO_KEY = "comfyui_gag_call"
+PROBE_KEY = "comfyui_gag_probe"  # the geometry probe's recorder, when one is connected
 JOINT_INFO_KEY = "comfyui_gag_joint"
 WRAPPER_KEY = "comfyui_gag"
 logger = logging.getLogger("ComfyUI-GAG")
@@ -123,7 +124,7 @@ def _mask_4d(mask):
     return mask
 
 
-class _SharedOnCopy:
+class SharedOnCopy:
     """Patch objects are immutable and may reference model modules; ComfyUI deep-copies
     model_options on every clone, which must not copy them."""
 
@@ -131,7 +132,7 @@ class _SharedOnCopy:
         return self
 
 
-class JointAttentionOverride(_SharedOnCopy):
+class JointAttentionOverride(SharedOnCopy):
     """The attention override for DiT joint attention.
 
     ``patch`` is either a "post" patch, ``patch.apply(call, output) -> output`` rewriting the output
@@ -195,7 +196,7 @@ class _ReplacedAttention:
         return call.to_output_layout(self.override.patch.attention(call))
 
 
-class UnetAttentionReplace(_SharedOnCopy):
+class UnetAttentionReplace(SharedOnCopy):
     """A UNet ``attn1``/``attn2`` replace patch for one block.
 
     A post patch runs the previous replacement (or ComfyUI's selected attention, through any
@@ -230,7 +231,7 @@ class UnetAttentionReplace(_SharedOnCopy):
         return self.patch.apply(call, self._base(q, k, v, extra_options))
 
 
-class JointBlockInfo(_SharedOnCopy):
+class JointBlockInfo(SharedOnCopy):
     """DiT block-replace wrapper for models whose attention calls carry no block information
     (SD3's MMDiT): it adds the block index and the (text, total) token counts of the joint call."""
 

@@ -7,4 +7,4 @@ set -euo pipefail
 PACK_DIR="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
 bash "$PACK_DIR/scripts/provision.sh" --dev
 cd "$PACK_DIR"
-exec .venv/bin/python -m pytest -p no:cacheprovider "$@"
+exec .venv/bin/python -m pytest -c tests/pytest.ini -p no:cacheprovider "$@"

@@ -29,7 +29,7 @@ SPECS = {
             adm_in_channels=None, in_channels=4, out_channels=4, model_channels=32,
             num_res_blocks=[2, 2, 2, 2], channel_mult=[1, 2, 4, 4],
             transformer_depth=[1, 1, 1, 1, 1, 1, 0, 0], transformer_depth_middle=1,
-            transformer_depth_output=[0, 0, 0, 1, 1, 1, 1, 1, 1, 1, 1, 1],
+            transformer_depth_output=[1, 1, 1, 1, 1, 1, 1, 1, 1, 0, 0, 0],  # consumed from the end
             num_heads=-1, num_head_channels=16, context_dim=768,
             use_linear_in_transformer=False, use_temporal_attention=False, use_temporal_resblock=False,
         ),
@@ -42,7 +42,7 @@ SPECS = {
             adm_in_channels=2816, num_classes="sequential", in_channels=4, out_channels=4,
             model_channels=32, num_res_blocks=[2, 2, 2], channel_mult=[1, 2, 4],
             transformer_depth=[0, 0, 1, 1, 2, 2], transformer_depth_middle=1,
-            transformer_depth_output=[2, 2, 2, 1, 1, 1, 0, 0, 0],
+            transformer_depth_output=[0, 0, 0, 1, 1, 1, 2, 2, 2],  # consumed from the end
             num_heads=-1, num_head_channels=16, context_dim=2048,
             use_linear_in_transformer=True, use_temporal_attention=False, use_temporal_resblock=False,
         ),

@@ -8,7 +8,7 @@ import gag_core
 from gag_core.delta import guidance_delta
 from tiny_models import FAMILIES
 
-from conftest import run_node, sample
+from conftest import CallRecorder, run_node, sample
 
 
 def patched(node_classes, node_id, model, **inputs):
@@ -45,21 +45,6 @@ def test_pladis_changes_output(node_classes, tiny_model, family):
     before = sample(model, family)
     after = sample(patched(node_classes, "PLADISAttentionGuidance", model), family)
     assert torch.isfinite(after).all() and not torch.equal(after, before)
-
-
-class CallRecorder:
-    """An attention override installed after the pack's: records the first joint call's inputs
-    and the outputs with and without the pack's patch."""
-
-    def __init__(self, inner):
-        self.inner = inner
-        self.calls = []
-
-    def __call__(self, func, *args, **kwargs):
-        output = self.inner(func, *args, **kwargs)
-        if not self.calls and (kwargs.get("transformer_options") or {}).get("block_type"):
-            self.calls.append((args, dict(kwargs), func(*args, **kwargs), output))
-        return output
 
 
 class ReplaceRecorder:

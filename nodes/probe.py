@@ -1,0 +1,166 @@
+"""The geometry probe: per-step, per-block measurements of what the pack's patches do, drawn
+as plots after sampling.
+
+The probe puts a recorder into the model's transformer options; the GAG/PLADIS and circulation
+patches find it there and report what they computed. Without a connected probe the patches see
+no recorder and measure nothing, so an unconnected probe costs nothing.
+"""
+import json
+import math
+
+import numpy as np
+import torch
+from comfy_api.latest import io, ui
+
+from ..gag_core import gag
+from ..gag_core.plot import grid, line_plot
+from .inputs import CATEGORY
+from .patching import PROBE_KEY, SharedOnCopy
+
+GEOMETRY = io.Custom("GAG_GEOMETRY")
+
+PANELS = [
+    ("guidance", "parallel_share", "GAG: parallel share of the sparse-dense difference", "share"),
+    ("guidance", "cap_fraction", "GAG: fraction of tokens where the cap binds", "fraction"),
+    ("guidance", "guidance_norm", "GAG: mean guidance norm ||g||", "norm"),
+    ("circulation", "eta_m", "Circulation: symmetry eta_M of Q K^T", "eta_M"),
+    ("circulation", "alpha_eff", "Circulation: effective alpha", "alpha"),
+    ("circulation", "energy", "Hopfield energy", "energy"),
+    ("circulation", "instability", "Hopfield instability fraction", "fraction"),
+    ("circulation", "alignment", "Hopfield alignment cos(s, h)", "cosine"),
+]
+
+
+class GeometryRecorder(SharedOnCopy):
+    """Rows of measurements of the latest sampling run: dicts with sigma, block, group, kind and
+    the measured values (floats)."""
+
+    def __init__(self):
+        self.rows = []
+
+    def _add(self, call, kind, values):
+        if self.rows and call.sigma > self.rows[-1]["sigma"]:
+            self.rows = []  # sigma went up: a new sampling run started
+        group, number = call.block
+        self.rows.append(dict(sigma=call.sigma, block=f"{group} {number}", group=group, kind=kind, **values))
+
+    def guidance(self, call, rule, dense, sparse):
+        """Observer for guidance_delta: the geometry of the sparse-dense difference."""
+        eta = rule.eta if rule.method == "gag" else math.inf
+        _, stats = gag(dense, sparse, scale=1.0, eta=eta, zeta=rule.zeta, cap=rule.cap, return_stats=True)
+        parallel = stats["parallel_norm"].mean()
+        orthogonal = stats["orthogonal_norm"].mean()
+        values = torch.stack([
+            parallel / (parallel + orthogonal).clamp_min(1e-12),
+            stats["cap_bound"].float().mean(),
+            stats["guidance_norm"].mean(),
+        ]).tolist()
+        self._add(call, "guidance", dict(zip(("parallel_share", "cap_fraction", "guidance_norm"), values)))
+
+    def circulation(self, call, stats):
+        """Observer for circulation patches: stats is a dict of 0-d tensors."""
+        self._add(call, "circulation", {name: float(value) for name, value in stats.items()})
+
+    def summary(self):
+        """{kind: {metric: {group: [(step, mean over blocks and calls)]}}} with steps numbered in
+        the order of decreasing sigma."""
+        sigmas = sorted({row["sigma"] for row in self.rows}, reverse=True)
+        step_of = {sigma: i for i, sigma in enumerate(sigmas)}
+        collected = {}
+        for row in self.rows:
+            for metric, value in row.items():
+                if metric in ("sigma", "block", "group", "kind"):
+                    continue
+                key = (row["kind"], metric, row["group"], step_of[row["sigma"]])
+                collected.setdefault(key, []).append(value)
+        summary = {}
+        for (kind, metric, group, step), values in sorted(collected.items()):
+            summary.setdefault(kind, {}).setdefault(metric, {}).setdefault(group, []).append((step, float(np.mean(values))))
+        return summary
+
+
+def _output_connected(prompt, unique_id, slot):
+    for node in (prompt or {}).values():
+        for value in node.get("inputs", {}).values():
+            if isinstance(value, list) and len(value) == 2 and str(value[0]) == str(unique_id) and value[1] == slot:
+                return True
+    return False
+
+
+class AttentionGeometryProbe(io.ComfyNode):
+    @classmethod
+    def define_schema(cls):
+        return io.Schema(
+            node_id="AttentionGeometryProbe",
+            display_name="Attention Geometry Probe",
+            category=CATEGORY,
+            description="Measures, per step and per block, what GAG/PLADIS and circulation control do: how "
+            "much of the guidance points along the retrieval direction, how often the cap binds, attention "
+            "symmetry and Hopfield energies. Put it after the pack's nodes, connect 'geometry' to an "
+            "Attention Geometry Plot. Costs nothing while 'geometry' is not connected.",
+            inputs=[io.Model.Input("model", tooltip="A model patched by GAG, PLADIS or circulation control.")],
+            outputs=[
+                io.Model.Output(tooltip="The same model, reporting its measurements to the probe."),
+                GEOMETRY.Output("geometry", tooltip="The measurements; connect to Attention Geometry Plot."),
+            ],
+            hidden=[io.Hidden.prompt, io.Hidden.unique_id],
+        )
+
+    @classmethod
+    def execute(cls, model):
+        recorder = GeometryRecorder()
+        prompt, unique_id = cls.hidden.prompt, cls.hidden.unique_id
+        if prompt is not None and not _output_connected(prompt, unique_id, 1):
+            return io.NodeOutput(model, recorder)
+        probed = model.clone()
+        probed.model_options.setdefault("transformer_options", {})[PROBE_KEY] = recorder
+        return io.NodeOutput(probed, recorder)
+
+
+def _to_image_tensor(image):
+    return torch.from_numpy(np.asarray(image.convert("RGB"), dtype=np.float32) / 255.0)[None]
+
+
+def render(summary):
+    """The plot panels that have data, tiled; a note when there is none."""
+    panels = []
+    for kind, metric, title, ylabel in PANELS:
+        series = summary.get(kind, {}).get(metric)
+        if series:
+            panels.append(line_plot(
+                {group: ([s for s, _ in points], [v for _, v in points]) for group, points in series.items()},
+                title=title, xlabel="step", ylabel=ylabel, size=(560, 360),
+            ))
+    if not panels:
+        panels.append(line_plot({}, title="No GAG, PLADIS or circulation patch reported to this probe", size=(560, 360)))
+    return grid(panels, columns=2)
+
+
+class AttentionGeometryPlot(io.ComfyNode):
+    @classmethod
+    def define_schema(cls):
+        return io.Schema(
+            node_id="AttentionGeometryPlot",
+            display_name="Attention Geometry Plot",
+            category=CATEGORY,
+            description="Draws the geometry probe's measurements of the last sampling run as plots "
+            "(one line per block group) and returns the numbers as JSON.",
+            inputs=[
+                GEOMETRY.Input("geometry", tooltip="From Attention Geometry Probe."),
+                io.Latent.Input("samples", tooltip="The sampler's output, so the plot is drawn after sampling."),
+            ],
+            outputs=[
+                io.Image.Output("plot", tooltip="The plots as an image."),
+                io.String.Output("numbers", tooltip="The per-step, per-group means as JSON."),
+            ],
+            is_output_node=True,
+        )
+
+    @classmethod
+    def execute(cls, geometry, samples):
+        summary = geometry.summary()
+        image = _to_image_tensor(render(summary))
+        return io.NodeOutput(image, json.dumps(summary), ui=ui.PreviewImage(image, cls=cls))
+
+
+NODES = [AttentionGeometryProbe, AttentionGeometryPlot]

@@ -1,0 +1,82 @@
+"""The geometry probe on tiny models: it records what the patches compute, plots it, and costs
+nothing when its output is not connected."""
+import json
+
+import pytest
+import torch
+
+import gag_core
+
+from conftest import run_node, sample
+
+
+def probe(node_classes, model, prompt=None, unique_id="7"):
+    node = node_classes["AttentionGeometryProbe"]
+    node.hidden = type("Hidden", (), {"prompt": prompt, "unique_id": unique_id})()
+    return run_node(node, model=model)
+
+
+@pytest.mark.parametrize("family", ["sd15", "sdxl", "sd3", "flux", "flux2", "qwen_image"])
+def test_probe_plots_gag_and_circulation(node_classes, tiny_model, family):
+    model = tiny_model(family)
+    guided = run_node(node_classes["GAGAttentionGuidanceAdvanced"], model=model, eta=0.05)[0]
+    both = run_node(node_classes["AttentionCirculationControlAdvanced"], model=guided, alpha=1.2, adaptive="dev")[0]
+    probed, geometry = probe(node_classes, both)
+    latent = sample(probed, family, steps=3)
+    image, numbers = run_node(node_classes["AttentionGeometryPlot"], geometry=geometry, samples={"samples": latent})
+    assert image.ndim == 4 and image.shape[0] == 1 and image.shape[-1] == 3
+    assert float(image.std()) > 0.05, "the plot image is blank"
+    summary = json.loads(numbers)
+    eta_values = [v for points in summary["circulation"]["eta_m"].values() for _, v in points]
+    assert eta_values and all(-1.0 <= v <= 1.0 for v in eta_values)
+    share = [v for points in summary["guidance"]["parallel_share"].values() for _, v in points]
+    assert share and all(0.0 <= v <= 1.0 for v in share)
+    steps = {step for points in summary["guidance"]["cap_fraction"].values() for step, _ in points}
+    assert steps == {0, 1, 2}
+
+
+def test_probe_numbers_match_gag_core_on_captured_tensors(node_classes, tiny_model):
+    model = tiny_model("sd15")
+    guided = run_node(node_classes["GAGAttentionGuidanceAdvanced"], model=model, layers="input 1", eta=0.05)[0]
+    probed, geometry = probe(node_classes, guided)
+    captured = []
+    options = probed.model_options["transformer_options"]
+    key = ("input", 1)
+    inner = options["patches_replace"]["attn2"][key]
+
+    def capture(q, k, v, extra):
+        captured.append((q, k, v, extra["n_heads"]))
+        return inner(q, k, v, extra)
+
+    options["patches_replace"]["attn2"][key] = capture
+    sample(probed, "sd15", steps=1, cfg=1.0)
+    q, k, v, heads = captured[0]
+    split = [t.reshape(t.shape[0], t.shape[1], heads, -1).transpose(1, 2) for t in (q, k, v)]
+    dense, sparse = gag_core.sparse_dense_attention(*split, alpha=1.5)
+    _, stats = gag_core.gag(dense, sparse, scale=1.0, eta=0.05, zeta=0.0, return_stats=True)
+    row = geometry.rows[0]
+    par, orth = stats["parallel_norm"].mean(), stats["orthogonal_norm"].mean()
+    assert row["parallel_share"] == pytest.approx(float(par / (par + orth)), rel=1e-5)
+    assert row["cap_fraction"] == pytest.approx(float(stats["cap_bound"].float().mean()), rel=1e-6)
+
+
+def test_unconnected_probe_installs_nothing(node_classes, tiny_model):
+    model = run_node(node_classes["GAGAttentionGuidance"], model=tiny_model("flux"))[0]
+    prompt = {"7": {"class_type": "AttentionGeometryProbe", "inputs": {"model": ["3", 0]}},
+              "8": {"class_type": "KSampler", "inputs": {"model": ["7", 0]}}}
+    probed, geometry = probe(node_classes, model, prompt=prompt, unique_id="7")
+    assert probed is model
+    sample(probed, "flux", steps=1)
+    assert geometry.rows == []
+    prompt["9"] = {"class_type": "AttentionGeometryPlot", "inputs": {"geometry": ["7", 1]}}
+    probed, geometry = probe(node_classes, model, prompt=prompt, unique_id="7")
+    assert probed is not model
+    sample(probed, "flux", steps=1)
+    assert geometry.rows
+
+
+def test_plot_without_patches_says_so(node_classes, tiny_model):
+    probed, geometry = probe(node_classes, tiny_model("sd15"))
+    latent = sample(probed, "sd15", steps=1)
+    image, numbers = run_node(node_classes["AttentionGeometryPlot"], geometry=geometry, samples={"samples": latent})
+    assert json.loads(numbers) == {} and float(image.std()) > 0.01
