@@ -102,13 +102,13 @@ def patch_circulation(node_name, model, alpha, beta, start_percent, end_percent,
 def _alpha_beta_inputs():
     return [
         io.Float.Input(
-            "alpha", default=1.05, min=0.0, max=3.0, step=0.01,
+            "alpha", optional=True, default=1.05, min=0.0, max=3.0, step=0.01,
             tooltip="Circulation scale. Above 1 adds variety and breaks up muddled mixtures of concepts; "
             "too far above (about 1.2) breaks the image. Below 1 is more faithful and less varied. "
             "1 leaves the model unchanged.",
         ),
         io.Float.Input(
-            "beta", default=3.0, min=0.0, max=10.0, step=0.1,
+            "beta", optional=True, default=3.0, min=0.0, max=10.0, step=0.1,
             tooltip="How far each layer steps toward the circulation-scaled attention. Higher makes "
             "alpha's effect stronger.",
         ),
@@ -149,17 +149,17 @@ class AttentionCirculationControlAdvanced(io.ComfyNode):
                 io.Model.Input("model", tooltip="The diffusion model to patch."),
                 *_alpha_beta_inputs(),
                 io.Combo.Input(
-                    "adaptive", options=list(ADAPTIVE_MODES), default="off",
+                    "adaptive", optional=True, options=list(ADAPTIVE_MODES), default="off",
                     tooltip="Adapt alpha per layer to how symmetric its attention already is: 'dev' "
                     "(the paper's) moves alpha toward 1 where attention is asymmetric, 'scale' multiplies "
                     "alpha by the symmetry. 'off' uses alpha as given.",
                 ),
                 io.Boolean.Input(
-                    "adapt_beta", default=False,
+                    "adapt_beta", optional=True, default=False,
                     tooltip="Also shrink beta where attention is already symmetric (adaptive modes only).",
                 ),
                 io.Combo.Input(
-                    "path", options=list(PATHS), default="value space (fast)",
+                    "path", optional=True, options=list(PATHS), default="value space (fast)",
                     tooltip="'value space' is fast (about 2x a plain attention call). 'input space' is the "
                     "paper's exact method, several times slower, UNet (SD1.5/SDXL) only: FLUX, SD3 and "
                     "Qwen-Image always use value space.",

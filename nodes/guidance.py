@@ -76,7 +76,7 @@ class GAGAttentionGuidance(io.ComfyNode):
             inputs=[
                 io.Model.Input("model", tooltip="The diffusion model to guide (SD1.5, SDXL, FLUX, SD3, Qwen-Image)."),
                 io.Float.Input(
-                    "scale", default=10.0, min=0.0, max=50.0, step=0.1,
+                    "scale", optional=True, default=10.0, min=0.0, max=50.0, step=0.1,
                     tooltip="How hard attention is pushed toward the relevant prompt words. Higher follows "
                     "the prompt more tightly; too high gives harsh, oversaturated detail.",
                 ),
@@ -103,21 +103,21 @@ class GAGAttentionGuidanceAdvanced(io.ComfyNode):
             inputs=[
                 io.Model.Input("model", tooltip="The diffusion model to guide."),
                 io.Float.Input(
-                    "scale", default=10.0, min=0.0, max=50.0, step=0.1,
+                    "scale", optional=True, default=10.0, min=0.0, max=50.0, step=0.1,
                     tooltip="How hard attention is pushed toward the relevant prompt words.",
                 ),
                 io.Float.Input(
-                    "strength", default=1.0, min=0.0, max=1.0, step=0.01,
+                    "strength", optional=True, default=1.0, min=0.0, max=1.0, step=0.01,
                     tooltip="Blend between plain attention (0, the model unchanged) and full GAG (1). "
                     "Use it to dial the whole effect down smoothly.",
                 ),
                 io.Float.Input(
-                    "eta", default=15.0, min=0.0, max=1000.0, step=0.1,
+                    "eta", optional=True, default=15.0, min=0.0, max=1000.0, step=0.1,
                     tooltip="Cap on the size of each guidance push, which keeps strong settings from "
                     "blowing up. Lower clamps harder; 0 turns the push off.",
                 ),
                 io.Float.Input(
-                    "zeta", default=0.0, min=0.0, max=1.0, step=0.01,
+                    "zeta", optional=True, default=0.0, min=0.0, max=1.0, step=0.01,
                     tooltip="How much of the sideways (off-direction) part of the push is kept. 0 keeps only "
                     "the part that sharpens what attention already retrieves (stable); 1 keeps all of it "
                     "(PLADIS-like, more change, less stable).",
@@ -125,7 +125,7 @@ class GAGAttentionGuidanceAdvanced(io.ComfyNode):
                 alpha_input(),
                 layers_input("'input 4-8, output 0-5' (UNet) or 'double 0-18, single 0-37' (FLUX)"),
                 io.Combo.Input(
-                    "guide_keys", options=[TEXT_KEYS, ALL_KEYS], default=TEXT_KEYS,
+                    "guide_keys", optional=True, options=[TEXT_KEYS, ALL_KEYS], default=TEXT_KEYS,
                     tooltip="FLUX, SD3, Qwen-Image only: 'text keys' guides how image regions read the "
                     "prompt (default); 'all keys' also sharpens how they read each other, which changes "
                     "composition more.",
@@ -160,7 +160,7 @@ class PLADISAttentionGuidance(io.ComfyNode):
             inputs=[
                 io.Model.Input("model", tooltip="The diffusion model to guide."),
                 io.Float.Input(
-                    "scale", default=2.0, min=0.0, max=10.0, step=0.05,
+                    "scale", optional=True, default=2.0, min=0.0, max=10.0, step=0.05,
                     tooltip="0 is the model unchanged, 1 uses focused attention alone, 2 (default) goes "
                     "beyond it. Above about 3 images get over-smoothed.",
                 ),

@@ -56,6 +56,7 @@ class ComfyServer:
         command = [
             sys.executable, str(root / "main.py"), "--cpu", "--listen", "127.0.0.1", "--port", str(self.port),
             "--disable-auto-launch", "--base-directory", str(self.base_dir), "--preview-method", "none",
+            "--database-url", f"sqlite:///{self.base_dir / 'user' / 'comfyui.db'}",
         ]
         self._log_file = open(self.log_path, "w")
         self.process = subprocess.Popen(command, cwd=root, stdout=self._log_file, stderr=subprocess.STDOUT,
@@ -90,7 +91,7 @@ class ComfyServer:
 
     def queue(self, prompt):
         """Queue an API-format workflow; returns its prompt id."""
-        return self.post("/prompt", {"prompt": prompt, "client_id": str(uuid.uuid4()))["prompt_id"]
+        return self.post("/prompt", {"prompt": prompt, "client_id": str(uuid.uuid4())})["prompt_id"]
 
     def wait(self, prompt_id, timeout=300):
         """The /history entry of a finished prompt; raises if it failed."""

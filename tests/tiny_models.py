@@ -154,3 +154,16 @@ def random_conditioning(family, batch=1, tokens=77, seed=0):
 
 def empty_latent(family, batch=1):
     return torch.zeros((batch,) + SPECS[family].latent_shape)
+
+
+def sample(model, family, cfg=3.0, batch=1, steps=3, seed=0, cond_tokens=77, uncond_tokens=77, sampler="euler"):
+    """Sample through ComfyUI's own sampler with seeded noise and random conditioning."""
+    latent = empty_latent(family, batch)
+    noise = torch.randn(latent.shape, generator=torch.Generator().manual_seed(seed))
+    positive = random_conditioning(family, batch=1, tokens=cond_tokens, seed=seed + 1)
+    negative = random_conditioning(family, batch=1, tokens=uncond_tokens, seed=seed + 2)
+    import comfy.sample  # ComfyUI must be imported through comfy_env first
+
+    return comfy.sample.sample(
+        model, noise, steps, cfg, sampler, "normal", positive, negative, latent, seed=seed, disable_pbar=True
+    )

@@ -32,6 +32,7 @@ def page(browser, comfy_server, tmp_path):
     page.on("pageerror", lambda error: page.console_errors.append(str(error)))
     page.goto(comfy_server.url)
     page.wait_for_function("() => window.app && window.app.graph && window.app.canvas", timeout=60_000)
+    page.evaluate("() => { window.app.graph.clear(); window.app.canvas.setDirty(true, true); }")
     yield page
     page.screenshot(path=str(tmp_path / "last.png"))
     context.close()

@@ -10,7 +10,6 @@ import comfy_env
 
 comfy_env.import_comfy()
 
-import comfy.sample  # noqa: E402
 import tiny_models  # noqa: E402
 
 PACK_MODULE = "ComfyUI_GAG_under_test"
@@ -51,17 +50,6 @@ def tiny_model():
         return _MODELS[key]
 
     return get
-
-
-def sample(model, family, cfg=3.0, batch=1, steps=3, seed=0, cond_tokens=77, uncond_tokens=77, sampler="euler"):
-    """Sample through ComfyUI's own sampler with seeded noise and random conditioning."""
-    latent = tiny_models.empty_latent(family, batch)
-    noise = torch.randn(latent.shape, generator=torch.Generator().manual_seed(seed))
-    positive = tiny_models.random_conditioning(family, batch=1, tokens=cond_tokens, seed=seed + 1)
-    negative = tiny_models.random_conditioning(family, batch=1, tokens=uncond_tokens, seed=seed + 2)
-    return comfy.sample.sample(
-        model, noise, steps, cfg, sampler, "normal", positive, negative, latent, seed=seed, disable_pbar=True
-    )
 
 
 def run_node(node_class, **inputs):

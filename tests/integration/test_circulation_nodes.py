@@ -3,9 +3,9 @@ import pytest
 import torch
 
 import gag_core
-from tiny_models import FAMILIES
+from tiny_models import FAMILIES, sample
 
-from conftest import CallRecorder, run_node, sample
+from conftest import CallRecorder, run_node
 
 
 def circulation(node_classes, model, advanced=False, **inputs):

@@ -6,9 +6,9 @@ import torch
 
 import gag_core
 from gag_core.delta import guidance_delta
-from tiny_models import FAMILIES
+from tiny_models import FAMILIES, sample
 
-from conftest import CallRecorder, run_node, sample
+from conftest import CallRecorder, run_node
 
 
 def patched(node_classes, node_id, model, **inputs):

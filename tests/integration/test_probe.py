@@ -7,7 +7,8 @@ import torch
 
 import gag_core
 
-from conftest import run_node, sample
+from conftest import run_node
+from tiny_models import sample
 
 
 def probe(node_classes, model, prompt=None, unique_id="7"):
