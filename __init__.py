@@ -7,8 +7,10 @@ from comfy_api.latest import ComfyExtension, io
 from .nodes.circulation import NODES as CIRCULATION_NODES
 from .nodes.guidance import NODES as GUIDANCE_NODES
 from .nodes.probe import NODES as PROBE_NODES
+from .nodes.web import register_routes
 
 WEB_DIRECTORY = "./web"
+register_routes()
 
 
 class GAGExtension(ComfyExtension):

@@ -10,6 +10,7 @@ from ..gag_core._checks import finite_number
 from .inputs import CATEGORY, EVERY_BLOCK, layers_input, schedule_inputs
 from .layout import UNET, parse_selection, unet_transformer_blocks
 from .patching import PROBE_KEY, Window, install, model_layout
+from .web import report_layout
 
 LAYER_INPUT_KEY = "comfyui_gag_attn1_input"
 ADAPTIVE_MODES = {"off": None, "dev": "dev", "scale": "scale"}
@@ -75,23 +76,24 @@ def _value_projections(model, selection):
     return projections
 
 
-def patch_circulation(node_name, model, alpha, beta, start_percent, end_percent, adaptive=None,
+def patch_circulation(node_class, model, alpha, beta, start_percent, end_percent, adaptive=None,
                       adapt_beta=False, path="value", layers=""):
     alpha = finite_number("alpha", alpha)
     beta = finite_number("beta", beta)
     window = Window.from_percent(model, start_percent, end_percent)
     if alpha == 1.0 and adaptive != "scale":
         return model  # M_alpha == M: attention is exactly the model's own
-    layout = model_layout(model, node_name)
+    layout = model_layout(model, node_class.__name__)
     if layout is None:
         return model
+    report_layout(node_class, layout)
     selection = parse_selection(layers, layout) or layout.all_blocks()
     projections = None
     if path == "reference":
         if layout.kind == UNET:
             projections = _value_projections(model, selection)
         else:
-            logger.info("[ComfyUI-GAG] %s: joint-attention models use the value-space path.", node_name)
+            logger.info("[ComfyUI-GAG] %s: joint-attention models use the value-space path.", node_class.__name__)
     rule = CirculationRule(alpha, beta, path, adaptive, adapt_beta, projections)
     patched = install(model, layout, rule, selection, window, unet_attention="attn1")
     if projections:
@@ -130,11 +132,12 @@ class AttentionCirculationControl(io.ComfyNode):
                 *schedule_inputs(),
             ],
             outputs=[io.Model.Output(tooltip="The model with circulation control on its self-attention.")],
+            hidden=[io.Hidden.unique_id],
         )
 
     @classmethod
     def execute(cls, model, alpha=1.05, beta=3.0, start_percent=0.0, end_percent=1.0):
-        return io.NodeOutput(patch_circulation(cls.__name__, model, alpha, beta, start_percent, end_percent))
+        return io.NodeOutput(patch_circulation(cls, model, alpha, beta, start_percent, end_percent))
 
 
 class AttentionCirculationControlAdvanced(io.ComfyNode):
@@ -168,6 +171,7 @@ class AttentionCirculationControlAdvanced(io.ComfyNode):
                 *schedule_inputs(),
             ],
             outputs=[io.Model.Output(tooltip="The model with circulation control on its self-attention.")],
+            hidden=[io.Hidden.unique_id],
         )
 
     @classmethod

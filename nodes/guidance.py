@@ -12,6 +12,7 @@ from ..gag_core.delta import guidance_delta
 from .inputs import CATEGORY, alpha_input, layers_input, schedule_inputs
 from .layout import parse_selection
 from .patching import PROBE_KEY, Window, install, model_layout
+from .web import report_layout
 
 TEXT_KEYS, ALL_KEYS = "text keys", "all keys"
 
@@ -54,11 +55,12 @@ class GuidanceRule:
         return call.add_to_rows(output, self.strength * delta, text)
 
 
-def _patch_guidance(node_name, model, rule, layers, start_percent, end_percent):
+def _patch_guidance(node_class, model, rule, layers, start_percent, end_percent):
     window = Window.from_percent(model, start_percent, end_percent)
-    layout = model_layout(model, node_name)
+    layout = model_layout(model, node_class.__name__)
     if layout is None:
         return model
+    report_layout(node_class, layout)
     selection = parse_selection(layers, layout) or layout.guidance_default()
     return install(model, layout, rule, selection, window, unet_attention="attn2")
 
@@ -83,12 +85,13 @@ class GAGAttentionGuidance(io.ComfyNode):
                 *schedule_inputs(),
             ],
             outputs=[io.Model.Output(tooltip="The model with GAG applied to its attention.")],
+            hidden=[io.Hidden.unique_id],
         )
 
     @classmethod
     def execute(cls, model, scale=10.0, start_percent=0.0, end_percent=1.0):
         rule = GuidanceRule("gag", finite_number("scale", scale), alpha=1.5, eta=15.0, zeta=0.0)
-        return io.NodeOutput(_patch_guidance(cls.__name__, model, rule, "", start_percent, end_percent))
+        return io.NodeOutput(_patch_guidance(cls, model, rule, "", start_percent, end_percent))
 
 
 class GAGAttentionGuidanceAdvanced(io.ComfyNode):
@@ -133,6 +136,7 @@ class GAGAttentionGuidanceAdvanced(io.ComfyNode):
                 *schedule_inputs(),
             ],
             outputs=[io.Model.Output(tooltip="The model with GAG applied to its attention.")],
+            hidden=[io.Hidden.unique_id],
         )
 
     @classmethod
@@ -145,7 +149,7 @@ class GAGAttentionGuidanceAdvanced(io.ComfyNode):
             eta=number_in_range("eta", eta, 0.0, math.inf, allow_inf=True), zeta=finite_number("zeta", zeta),
             strength=number_in_range("strength", strength, 0.0, 1.0), all_keys=guide_keys == ALL_KEYS,
         )
-        return io.NodeOutput(_patch_guidance(cls.__name__, model, rule, layers, start_percent, end_percent))
+        return io.NodeOutput(_patch_guidance(cls, model, rule, layers, start_percent, end_percent))
 
 
 class PLADISAttentionGuidance(io.ComfyNode):
@@ -169,12 +173,13 @@ class PLADISAttentionGuidance(io.ComfyNode):
                 *schedule_inputs(),
             ],
             outputs=[io.Model.Output(tooltip="The model with PLADIS applied to its attention.")],
+            hidden=[io.Hidden.unique_id],
         )
 
     @classmethod
     def execute(cls, model, scale=2.0, alpha=1.5, layers="", start_percent=0.0, end_percent=1.0):
         rule = GuidanceRule("pladis", finite_number("scale", scale), entmax_alpha(alpha))
-        return io.NodeOutput(_patch_guidance(cls.__name__, model, rule, layers, start_percent, end_percent))
+        return io.NodeOutput(_patch_guidance(cls, model, rule, layers, start_percent, end_percent))
 
 
 NODES = [GAGAttentionGuidance, GAGAttentionGuidanceAdvanced, PLADISAttentionGuidance]

@@ -87,6 +87,19 @@ def unet_transformer_blocks(diffusion_model, group, number):
     return []
 
 
+# The attention blocks of the released models, for the block-list helper in the web UI (the
+# nodes themselves read the connected model's blocks from its structure).
+KNOWN_FAMILIES = {
+    "SD1.5": "input 1-2, 4-5, 7-8, middle 0, output 3-11",
+    "SDXL (and Turbo, Lightning, Hyper, DMD2)": "input 4-5, 7-8, middle 0, output 0-5",
+    "FLUX.1 dev / schnell": "double 0-18, single 0-37",
+    "FLUX.2 dev": "double 0-7, single 0-47",
+    "SD3 / SD3.5 medium": "double 0-23",
+    "SD3.5 large": "double 0-37",
+    "Qwen-Image": "double 0-59",
+}
+
+
 _ITEM = re.compile(r"^\s*(?:([a-z]+)\s*)?(\d+)(?:\s*-\s*(\d+))?\s*$")
 
 

@@ -5,6 +5,8 @@ The probe puts a recorder into the model's transformer options; the GAG/PLADIS a
 patches find it there and report what they computed. Without a connected probe the patches see
 no recorder and measure nothing, so an unconnected probe costs nothing.
 """
+import base64
+import io as _io
 import json
 import math
 
@@ -16,6 +18,7 @@ from ..gag_core import gag
 from ..gag_core.plot import grid, line_plot
 from .inputs import CATEGORY
 from .patching import PROBE_KEY, SharedOnCopy
+from .web import GEOMETRY_EVENT, send_to_client
 
 GEOMETRY = io.Custom("GAG_GEOMETRY")
 
@@ -33,14 +36,18 @@ PANELS = [
 
 class GeometryRecorder(SharedOnCopy):
     """Rows of measurements of the latest sampling run: dicts with sigma, block, group, kind and
-    the measured values (floats)."""
+    the measured values (floats). With the probe's node id, each finished step's plot is sent to
+    the browser, which shows it inside the probe node while sampling runs."""
 
-    def __init__(self):
+    def __init__(self, node_id=None):
+        self.node_id = node_id
         self.rows = []
 
     def _add(self, call, kind, values):
         if self.rows and call.sigma > self.rows[-1]["sigma"]:
             self.rows = []  # sigma went up: a new sampling run started
+        elif self.rows and call.sigma < self.rows[-1]["sigma"]:
+            self.publish()  # the previous step is complete
         group, number = call.block
         self.rows.append(dict(sigma=call.sigma, block=f"{group} {number}", group=group, kind=kind, **values))
 
@@ -60,6 +67,14 @@ class GeometryRecorder(SharedOnCopy):
     def circulation(self, call, stats):
         """Observer for circulation patches: stats is a dict of 0-d tensors."""
         self._add(call, "circulation", {name: float(value) for name, value in stats.items()})
+
+    def publish(self):
+        """Send the current plot to the probe node in the browser (when running as a server)."""
+        if self.node_id is not None and self.rows:
+            buffer = _io.BytesIO()
+            render(self.summary()).save(buffer, format="PNG")
+            image = "data:image/png;base64," + base64.b64encode(buffer.getvalue()).decode()
+            send_to_client(GEOMETRY_EVENT, {"node": str(self.node_id), "image": image})
 
     def summary(self):
         """{kind: {metric: {group: [(step, mean over blocks and calls)]}}} with steps numbered in
@@ -108,8 +123,8 @@ class AttentionGeometryProbe(io.ComfyNode):
 
     @classmethod
     def execute(cls, model):
-        recorder = GeometryRecorder()
         prompt, unique_id = cls.hidden.prompt, cls.hidden.unique_id
+        recorder = GeometryRecorder(unique_id)
         if prompt is not None and not _output_connected(prompt, unique_id, 1):
             return io.NodeOutput(model, recorder)
         probed = model.clone()
@@ -158,6 +173,7 @@ class AttentionGeometryPlot(io.ComfyNode):
 
     @classmethod
     def execute(cls, geometry, samples):
+        geometry.publish()
         summary = geometry.summary()
         image = _to_image_tensor(render(summary))
         return io.NodeOutput(image, json.dumps(summary), ui=ui.PreviewImage(image, cls=cls))

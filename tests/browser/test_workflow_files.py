@@ -1,0 +1,73 @@
+"""The example workflows in the real frontend: each loads with no missing nodes, the frontend saves
+it back as it was written (slots, links, widget values), and the prompt the frontend would queue is
+the one tests/ui_workflow.py computes, also with the pack's nodes bypassed (Ctrl+B)."""
+import copy
+import json
+import pathlib
+
+import pytest
+
+import ui_workflow
+
+WORKFLOWS_DIR = pathlib.Path(__file__).resolve().parents[2] / "workflows"
+WORKFLOWS = sorted(WORKFLOWS_DIR.glob("*.json"))
+
+
+@pytest.fixture(scope="module")
+def frontend(browser, comfy_server):
+    """One page for all workflows (loading the frontend takes seconds)."""
+    context = browser.new_context(viewport={"width": 1400, "height": 900})
+    page = context.new_page()
+    page.goto(comfy_server.url)
+    page.wait_for_function("() => window.app && window.app.graph && window.app.canvas", timeout=60_000)
+    yield page
+    context.close()
+
+
+@pytest.fixture(scope="module")
+def object_info(comfy_server):
+    return comfy_server.get("/object_info")
+
+
+def _load(page, workflow):
+    page.evaluate("async (w) => { await window.app.loadGraphData(w); }", workflow)
+    for _ in range(2):  # the missing-models dialog (the test server has none of the real files)
+        page.keyboard.press("Escape")
+
+
+def _queued_prompt(page):
+    prompt = page.evaluate("async () => (await window.app.graphToPrompt()).output")
+    for node in prompt.values():
+        node.pop("_meta", None)  # titles, for display only
+    return prompt
+
+
+def _slots(node):
+    inputs = [(s["name"], s["type"], s.get("link")) for s in node.get("inputs", [])]
+    outputs = [(s["name"], s["type"], sorted(s.get("links") or [])) for s in node.get("outputs", [])]
+    return inputs, outputs
+
+
+@pytest.mark.parametrize("path", WORKFLOWS, ids=lambda p: p.stem)
+def test_frontend_loads_and_queues_workflow(path, frontend, object_info):
+    workflow = json.loads(path.read_text())
+    _load(frontend, workflow)
+    broken = frontend.evaluate(
+        "() => app.graph._nodes.filter(n => n.has_errors || !LiteGraph.registered_node_types[n.type]).map(n => n.type)")
+    assert not broken, f"nodes the frontend does not know: {broken}"
+
+    saved = frontend.evaluate("() => app.graph.serialize()")
+    written = {n["id"]: n for n in workflow["nodes"]}
+    for node in saved["nodes"]:
+        ours = written[node["id"]]
+        assert node.get("widgets_values") == ours.get("widgets_values"), node["type"]
+        assert _slots(node) == _slots(ours), node["type"]
+    assert sorted(link[:6] for link in saved["links"]) == sorted(workflow["links"])
+
+    assert _queued_prompt(frontend) == ui_workflow.to_api(workflow, object_info)
+    bypassed = copy.deepcopy(workflow)
+    for node in bypassed["nodes"]:
+        if node["type"] in object_info and object_info[node["type"]]["python_module"].startswith("custom_nodes."):
+            node["mode"] = ui_workflow.BYPASSED
+    _load(frontend, bypassed)
+    assert _queued_prompt(frontend) == ui_workflow.to_api(bypassed, object_info)
