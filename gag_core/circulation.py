@@ -1,0 +1,253 @@
+"""Attention circulation control (Cho, Han, Jin, ICML 2026, arXiv 2605.27476).
+
+Self-attention logits M = Q K^T split into a symmetric part, which carries the Hopfield energy,
+and a skew part ("circulation") that adds none. The modulated logits
+M_alpha = c1 Q K^T + c2 K Q^T, c1 = (1 + alpha)/2, c2 = (1 - alpha)/2, keep the symmetric part
+and scale the skew part by alpha; alpha = 1 is vanilla attention. The retrieval under M_alpha is
+blended into the vanilla one with strength beta and rescaled per token:
+
+    Xi_new = Xi + beta (Xi_a - Xi),   Xi_new *= clip(||Xi_a|| / ||Xi_new||, 0.25, 4).
+
+Two places to do this (METHODS.md section 4):
+- path "reference", as the paper: the retrieval is over the layer's normalised input X (C channels),
+  norms over C per head, then the head's value projection. Exact, but it attends over C channels
+  per head instead of D, twice: (3D + 2C) / 2D = 1.5 + C/D times the multiply-adds of a standard
+  call (11.5x at SDXL's C 640, 21.5x at C 1280), the floor for any implementation that forms
+  the two C-channel retrievals which the norm ratio needs.
+- path "value": the same blend on P V per head (norms over that head's D value channels), 3x the
+  multiply-adds of a standard call. It differs from the reference because the norm is taken after
+  the value projection and includes the value bias (about 1% of the output on random layers
+  where the method itself changes it by about 14%; benchmarks/bench_circulation.py).
+"""
+import math
+
+import torch
+import torch.nn.functional as F
+
+from . import _checks
+
+_RATIO_MIN, _RATIO_MAX = 0.25, 4.0
+_NORM_EPS = 1e-6
+_PATHS = ("value", "reference")
+_ADAPTIVE = (None, "dev", "scale")
+
+
+def circulation_logits_qk(q, k, alpha):
+    """Fused query/key pair whose one attention call has the modulated logits M_alpha.
+
+    q, k: (B, H, L, D); alpha: float or 0-d tensor. Returns q', k' (B, H, L, 2D) in q's dtype:
+    q' = sqrt(2) [a1 q, a2 k], k' = [s1 a1 k, s2 a2 q] with a_i = sqrt|c_i|, s_i = sign(c_i), so
+    q'_i . k'_j = sqrt(2) (c1 q_i . k_j + c2 k_i . q_j). Any attention call on (q', k') with the
+    default scale 1/sqrt(2D) of their head dim therefore has the logits
+    (c1 Q K^T + c2 K Q^T) / sqrt(D). The sqrt(2) is folded into q' rather than passed as a scale
+    so that any backend that derives the scale from the head dim computes the same thing.
+    """
+    c1 = (1.0 + alpha) / 2.0
+    c2 = (1.0 - alpha) / 2.0
+    if isinstance(alpha, torch.Tensor):
+        a1, a2 = c1.abs().sqrt(), c2.abs().sqrt()
+        s1, s2 = torch.where(c1 < 0, -1.0, 1.0), torch.where(c2 < 0, -1.0, 1.0)
+    else:
+        a1, a2 = math.sqrt(abs(c1)), math.sqrt(abs(c2))
+        s1, s2 = math.copysign(1.0, c1), math.copysign(1.0, c2)
+    q_fused = torch.cat([q * (math.sqrt(2.0) * a1), k * (math.sqrt(2.0) * a2)], dim=-1)
+    k_fused = torch.cat([k * (s1 * a1), q * (s2 * a2)], dim=-1)
+    return q_fused.to(q.dtype), k_fused.to(q.dtype)
+
+
+def symmetricity(q, k):
+    """eta_M = <M, M^T> / ||M||_F^2 for M = Q K^T, per batch and head, in [-1, 1].
+
+    q, k: (B, H, L, D) -> (B, H) float32 (float64 for float64 inputs). Uses the D x D identities
+    <M, M^T> = tr((K^T Q)^2) and ||M||_F^2 = tr(Q^T Q K^T K), so it costs O(L D^2) instead of
+    O(L^2 D). 1 for a symmetric M, -1 for a skew one; a zero M counts as symmetric (1). Masks are
+    not taken into account.
+    """
+    dtype = torch.promote_types(q.dtype, torch.float32)
+    qf, kf = q.to(dtype), k.to(dtype)
+    cross = kf.transpose(-1, -2) @ qf  # (B, H, D, D) = K^T Q
+    gram_q = qf.transpose(-1, -2) @ qf
+    gram_k = kf.transpose(-1, -2) @ kf
+    numerator = (cross * cross.transpose(-1, -2)).sum(dim=(-1, -2))
+    denominator = (gram_q * gram_k).sum(dim=(-1, -2))  # both Gram matrices are symmetric
+    eta = torch.where(denominator > 0, numerator / denominator.clamp_min(1e-30), torch.ones_like(numerator))
+    return eta.clamp(-1.0, 1.0)
+
+
+def circulation_attention(
+    q,
+    k,
+    v,
+    alpha=1.05,
+    beta=3.0,
+    path="value",
+    x=None,
+    w_v=None,
+    b_v=None,
+    mask=None,
+    adaptive=None,
+    adapt_beta=False,
+    return_stats=False,
+    max_score_elements=2**24,
+):
+    """Self-attention with the skew (circulation) part of the logits scaled by alpha.
+
+    q, k, v: (B, H, L, D), self-attention only. mask: bool (True keeps) or additive, broadcastable
+    to (B, H, L, L), applied to both logits. Returns (B, H, L, D) in q's dtype, or (out, stats)
+    with return_stats.
+
+    path "value": blend softmax(M/sqrt D) V and softmax(M_alpha/sqrt D) V; the norm ratio is per
+    head and token over that head's D channels (the analogue of the reference's per-head norm
+    over C; a norm over all heads' channels would give one ratio per token, unlike the reference).
+    path "reference": x (B, L, C) the normalised layer input, w_v (H*D, C) and b_v (H*D,) or None
+    the value projection; the blend is over softmax(.) X per head, the norm over C in float32,
+    then out_h = Xi_new W_v,h^T + b_v,h. Processed in query chunks so that at most
+    max_score_elements scores (and as many C-channel retrievals) exist at once.
+
+    adaptive: None (alpha as given), "dev" (alpha_eff = 1 + (alpha - 1) eta_M, the paper's) or
+    "scale" (alpha_eff = alpha eta_M), with eta_M = symmetricity(q, k) averaged over batch and
+    heads; adapt_beta: beta_eff = beta (1 - eta_M). alpha_eff == 1 (alpha == 1 without "scale")
+    returns exactly F.scaled_dot_product_attention(q, k, v, attn_mask=mask). beta = 0 is not
+    vanilla: the norm rescale still applies. stats: 0-d float32 tensors eta_M, alpha_eff, beta_eff
+    (tensors, so that adaptive mode needs no device synchronisation).
+    """
+    alpha, beta = _validate(q, k, v, alpha, beta, path, x, w_v, b_v, mask, adaptive, max_score_elements)
+    eta = symmetricity(q, k).mean() if (adaptive is not None or adapt_beta or return_stats) else None
+    if adaptive == "dev":
+        alpha_eff = 1.0 + (alpha - 1.0) * eta
+    elif adaptive == "scale":
+        alpha_eff = alpha * eta
+    else:
+        alpha_eff = alpha
+    beta_eff = beta * (1.0 - eta) if adapt_beta else beta
+
+    if adaptive != "scale" and alpha == 1.0:
+        out = F.scaled_dot_product_attention(q, k, v, attn_mask=mask)
+    elif path == "value":
+        out = _value_path(q, k, v, alpha_eff, beta_eff, mask)
+    else:
+        out = _reference_path(q, k, x, w_v, b_v, alpha_eff, beta_eff, mask, max_score_elements)
+    if not return_stats:
+        return out
+    stats = {"eta_M": eta, "alpha_eff": alpha_eff, "beta_eff": beta_eff}
+    return out, {name: torch.as_tensor(value, dtype=torch.float32, device=q.device) for name, value in stats.items()}
+
+
+def _validate(q, k, v, alpha, beta, path, x, w_v, b_v, mask, adaptive, max_score_elements):
+    """Check circulation_attention's arguments; return (alpha, beta) as floats."""
+    for name, tensor in (("q", q), ("k", k), ("v", v)):
+        _checks.tensor_ndim(name, tensor, 4, "(B, H, L, D)")
+    if q.shape[-2] != k.shape[-2]:
+        raise ValueError(f"q and k must have the same length (self-attention only), got Lq={q.shape[-2]} and Lk={k.shape[-2]}")
+    _checks.same_shape("q", q, "k", k)
+    _checks.same_shape("q", q, "v", v)
+    alpha = _checks.finite_number("alpha", alpha)
+    beta = _checks.finite_number("beta", beta)
+    if path not in _PATHS:
+        raise ValueError(f"path must be one of {_PATHS}, got {path!r}")
+    if adaptive not in _ADAPTIVE:
+        raise ValueError(f"adaptive must be one of {_ADAPTIVE}, got {adaptive!r}")
+    if not isinstance(max_score_elements, int) or max_score_elements < 1:
+        raise ValueError(f"max_score_elements must be a positive int, got {max_score_elements!r}")
+    batch, heads, length, dim = q.shape
+    if mask is not None:
+        if not isinstance(mask, torch.Tensor):
+            raise ValueError(f"mask must be None or a torch.Tensor, got {type(mask).__name__}")
+        try:
+            torch.broadcast_shapes(mask.shape, (batch, heads, length, length))
+        except RuntimeError:
+            raise ValueError(f"mask must broadcast to {(batch, heads, length, length)}, got {tuple(mask.shape)}") from None
+    if path == "reference":
+        _validate_reference(x, w_v, b_v, batch, heads, length, dim)
+    return alpha, beta
+
+
+def _validate_reference(x, w_v, b_v, batch, heads, length, dim):
+    """Check the reference path's layer input and value projection against q's shape."""
+    if x is None or w_v is None:
+        raise ValueError("path='reference' needs x (the normalised layer input) and w_v (the value weight)")
+    _checks.tensor_ndim("x", x, 3, "(B, L, C)")
+    if x.shape[:2] != (batch, length):
+        raise ValueError(f"x must have shape ({batch}, {length}, C) to match q, got {tuple(x.shape)}")
+    _checks.tensor_ndim("w_v", w_v, 2, "(H*D, C)")
+    if tuple(w_v.shape) != (heads * dim, x.shape[-1]):
+        raise ValueError(f"w_v must have shape {(heads * dim, x.shape[-1])} (H*D, C), got {tuple(w_v.shape)}")
+    if b_v is not None:
+        _checks.tensor_ndim("b_v", b_v, 1, "(H*D,)")
+        if b_v.shape[0] != heads * dim:
+            raise ValueError(f"b_v must have shape ({heads * dim},), got {tuple(b_v.shape)}")
+
+
+def _blend_ratio(xi, xi_a, beta):
+    """Blend and its per-token norm ratio, in float32 (float64 for float64 inputs).
+
+    xi, xi_a: (..., N) -> xi_new (..., N), ratio (..., 1) with xi_new = xi + beta (xi_a - xi) and
+    ratio = clip(||xi_a|| / ||xi_new||, 0.25, 4). The difference is formed at that precision so a
+    large beta does not amplify the rounding of half-precision inputs.
+    """
+    dtype = torch.promote_types(xi.dtype, torch.float32)
+    xi_wide, xi_a_wide = xi.to(dtype), xi_a.to(dtype)
+    xi_new = torch.nan_to_num(xi_wide + beta * (xi_a_wide - xi_wide), nan=0.0, posinf=0.0, neginf=0.0)
+    reference = torch.linalg.vector_norm(xi_a_wide, dim=-1, keepdim=True).clamp_min(_NORM_EPS)
+    current = torch.linalg.vector_norm(xi_new, dim=-1, keepdim=True).clamp_min(_NORM_EPS)
+    return xi_new, (reference / current).clamp(_RATIO_MIN, _RATIO_MAX)
+
+
+def _value_path(q, k, v, alpha, beta, mask):
+    """Circulation in value space. q, k, v: (B, H, L, D) -> (B, H, L, D)."""
+    xi = F.scaled_dot_product_attention(q, k, v, attn_mask=mask)
+    q_fused, k_fused = circulation_logits_qk(q, k, alpha)
+    # Fused kernels (CPU flash, CUDA flash) need equal head dims for q, k and v: padding v with
+    # zeros to 2D keeps the call on them; the unpadded call falls back to a materialised one.
+    v_padded = F.pad(v, (0, q_fused.shape[-1] - v.shape[-1]))
+    xi_a = F.scaled_dot_product_attention(q_fused, k_fused, v_padded, attn_mask=mask)[..., : v.shape[-1]]
+    xi_new, ratio = _blend_ratio(xi, xi_a, beta)
+    return (xi_new * ratio).to(q.dtype)
+
+
+def _reference_path(q, k, x, w_v, b_v, alpha, beta, mask, max_score_elements):
+    """Circulation in the layer's input space (the paper's path).
+
+    q, k: (B, H, L, D); x: (B, L, C); w_v: (H*D, C); b_v: (H*D,) or None -> (B, H, L, D).
+    Per query chunk both attentions' probabilities sit in one (B, 2, H, Lc, L) buffer, so that a
+    single (B, 2*H*Lc, L) @ (B, L, C) product retrieves from X for both: X is read once per
+    chunk and never copied per head.
+    """
+    batch, heads, length, dim = q.shape
+    channels = x.shape[-1]
+    x = x.to(q.dtype)
+    w_heads = w_v.to(q.dtype).reshape(heads, dim, channels).transpose(-1, -2)  # (H, C, D)
+    bias = None if b_v is None else b_v.to(q.dtype).reshape(1, heads, 1, dim)
+    q_fused, k_fused = circulation_logits_qk(q, k, alpha)
+    # The softmax scales go on the queries, which is cheaper than a pass over the scores.
+    q_plain = q * (1.0 / math.sqrt(dim))
+    q_fused = q_fused * (1.0 / math.sqrt(2 * dim))
+    k_plain_t, k_fused_t = k.transpose(-1, -2), k_fused.transpose(-1, -2)
+    chunk = max(1, max_score_elements // (batch * 2 * heads * max(length, channels)))
+    out = torch.empty_like(q)
+    for start in range(0, length, chunk):
+        stop = min(start + chunk, length)
+        logits = q.new_empty(batch, 2, heads, stop - start, length)
+        torch.matmul(q_plain[:, :, start:stop], k_plain_t, out=logits[:, 0])
+        torch.matmul(q_fused[:, :, start:stop], k_fused_t, out=logits[:, 1])
+        if mask is not None:
+            _apply_mask_(logits, mask, start, stop)
+        probs = logits.softmax(dim=-1)
+        del logits
+        retrieved = (probs.view(batch, -1, length) @ x).view(batch, 2, heads, stop - start, channels)
+        del probs
+        xi_new, ratio = _blend_ratio(retrieved[:, 0], retrieved[:, 1], beta)
+        chunk_out = (xi_new.to(q.dtype) @ w_heads) * ratio.to(q.dtype)
+        out[:, :, start:stop] = chunk_out if bias is None else chunk_out + bias
+    return out
+
+
+def _apply_mask_(logits, mask, start, stop):
+    """Apply rows start:stop of a (B, H, L, L)-broadcastable mask to logits (B, 2, H, Lc, L) in place."""
+    rows = mask if mask.ndim < 2 or mask.shape[-2] == 1 else mask[..., start:stop, :]
+    if rows.ndim == 4:
+        rows = rows.unsqueeze(1)  # broadcast over the pair axis
+    if rows.dtype == torch.bool:
+        logits.masked_fill_(~rows, float("-inf"))
+    else:
+        logits.add_(rows.to(logits.dtype))
