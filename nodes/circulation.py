@@ -7,6 +7,7 @@ from comfy_api.latest import io
 
 from ..gag_core import circulation_attention
 from ..gag_core._checks import finite_number
+from ..gag_core.diagnostics import hopfield_diagnostics_qk
 from .inputs import CATEGORY, EVERY_BLOCK, layers_input, schedule_inputs
 from .layout import UNET, parse_selection, unet_transformer_blocks
 from .patching import PROBE_KEY, Window, install, model_layout
@@ -63,7 +64,11 @@ class CirculationRule:
         if recorder is None:
             return result
         output, stats = result
-        recorder.circulation(call, {"eta_m": stats["eta_M"], "alpha_eff": stats["alpha_eff"]})
+        hopfield = hopfield_diagnostics_qk(call.q, call.k, output)
+        recorder.circulation(call, {
+            "eta_m": stats["eta_M"], "alpha_eff": stats["alpha_eff"],
+            **{name: hopfield[name] for name in ("energy", "instability", "alignment")},
+        })
         return output
 
 
@@ -182,7 +187,7 @@ class AttentionCirculationControlAdvanced(io.ComfyNode):
         if path not in PATHS:
             raise ValueError(f"path must be one of {list(PATHS)}, got {path!r}")
         return io.NodeOutput(patch_circulation(
-            cls.__name__, model, alpha, beta, start_percent, end_percent, ADAPTIVE_MODES[adaptive],
+            cls, model, alpha, beta, start_percent, end_percent, ADAPTIVE_MODES[adaptive],
             bool(adapt_beta), PATHS[path], layers,
         ))
 

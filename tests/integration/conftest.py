@@ -1,5 +1,6 @@
 """In-process ComfyUI for the integration tests: the pack is imported the way ComfyUI imports a
 custom node (a package named after its folder), and tiny models are built once per session."""
+import gc
 import importlib.util
 import sys
 
@@ -49,7 +50,10 @@ def tiny_model():
             _MODELS[key] = tiny_models.build_model(family, dtype=dtype)
         return _MODELS[key]
 
-    return get
+    yield get
+    # Released while ComfyUI is still importable: ModelPatcher's finaliser needs it.
+    _MODELS.clear()
+    gc.collect()
 
 
 def run_node(node_class, **inputs):

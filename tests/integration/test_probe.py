@@ -6,6 +6,7 @@ import pytest
 import torch
 
 import gag_core
+import gag_core.diagnostics
 
 from conftest import run_node
 from tiny_models import sample
@@ -30,6 +31,9 @@ def test_probe_plots_gag_and_circulation(node_classes, tiny_model, family):
     summary = json.loads(numbers)
     eta_values = [v for points in summary["circulation"]["eta_m"].values() for _, v in points]
     assert eta_values and all(-1.0 <= v <= 1.0 for v in eta_values)
+    for metric, low, high in (("instability", 0.0, 1.0), ("alignment", -1.0, 1.0)):
+        values = [v for points in summary["circulation"][metric].values() for _, v in points]
+        assert values and all(low <= v <= high for v in values), metric
     share = [v for points in summary["guidance"]["parallel_share"].values() for _, v in points]
     assert share and all(0.0 <= v <= 1.0 for v in share)
     steps = {step for points in summary["guidance"]["cap_fraction"].values() for step, _ in points}
@@ -59,6 +63,26 @@ def test_probe_numbers_match_gag_core_on_captured_tensors(node_classes, tiny_mod
     par, orth = stats["parallel_norm"].mean(), stats["orthogonal_norm"].mean()
     assert row["parallel_share"] == pytest.approx(float(par / (par + orth)), rel=1e-5)
     assert row["cap_fraction"] == pytest.approx(float(stats["cap_bound"].float().mean()), rel=1e-6)
+
+
+def test_probe_circulation_numbers_match_gag_core(node_classes, tiny_model):
+    from conftest import CallRecorder
+
+    circ = run_node(node_classes["AttentionCirculationControlAdvanced"], model=tiny_model("flux"), alpha=1.2,
+                    adaptive="dev", layers="double 0")[0]
+    probed, geometry = probe(node_classes, circ)
+    options = probed.model_options["transformer_options"]
+    recorder = CallRecorder(options["optimized_attention_override"])
+    options["optimized_attention_override"] = recorder
+    sample(probed, "flux", steps=1, cfg=1.0)
+    args, _, _, _ = recorder.calls[0]
+    q, k, v = args[:3]
+    output, stats = gag_core.circulation_attention(q, k, v, alpha=1.2, beta=3.0, adaptive="dev", return_stats=True)
+    hopfield = gag_core.diagnostics.hopfield_diagnostics_qk(q, k, output)
+    row = geometry.rows[0]
+    assert row["eta_m"] == pytest.approx(float(stats["eta_M"]), rel=1e-5)
+    assert row["alpha_eff"] == pytest.approx(float(stats["alpha_eff"]), rel=1e-5)
+    assert row["energy"] == pytest.approx(float(hopfield["energy"]), rel=1e-4)
 
 
 def test_unconnected_probe_installs_nothing(node_classes, tiny_model):
