@@ -85,7 +85,8 @@ class ComfyServer:
         )
         try:
             with urllib.request.urlopen(request, timeout=60) as response:
-                return json.loads(response.read())
+                body = response.read()
+                return json.loads(body) if body else None
         except urllib.error.HTTPError as error:
             raise RuntimeError(f"POST {path} -> {error.code}: {error.read().decode(errors='replace')}") from None
 

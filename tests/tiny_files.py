@@ -5,13 +5,20 @@ directly (tiny_models.py).
 Layout written under ``models_dir`` (ComfyUI's own folder names, so ``models_dir`` can serve as a
 ``base_path`` in extra_model_paths.yaml, see ``extra_model_paths_yaml``):
 
-    checkpoints/gag_tiny_sd15.safetensors       SD15  (detected by model_channels 320, context 768)
-    checkpoints/gag_tiny_sdxl.safetensors       SDXL  (input depths [0,0,2,2,10,10], context 2048)
-    checkpoints/gag_tiny_sd3.safetensors        SD3   (MMDiT, hidden 64 x depth)
+    checkpoints/gag_tiny_sd15.safetensors       SD15  UNet 25.8 M params, 54 MiB
+    checkpoints/gag_tiny_sdxl.safetensors       SDXL  UNet 132.4 M params, 257 MiB
+    checkpoints/gag_tiny_sd3.safetensors        SD3   MMDiT 2.0 M params, 8.5 MiB
     diffusion_models/gag_tiny_sd3.safetensors   the same SD3 weights, unprefixed, for UNETLoader
     vae_approx/taesd_{encoder,decoder}.safetensors     VAELoader "taesd"   (4 latent channels)
     vae_approx/taesdxl_{encoder,decoder}.safetensors   VAELoader "taesdxl" (4 latent channels)
     vae_approx/taesd3_{encoder,decoder}.safetensors    VAELoader "taesd3"  (16 latent channels)
+
+(each TAESD half 1.2 M params, 2.4 MiB; each checkpoint adds its TAESD pair, 2.4 M params).
+What detection pins: SD15 model_channels 320 and context 768; SDXL model_channels 320, six input
+res blocks with transformer depths [0,0,2,2,10,10] and context 2048 (SDXL's floor, about 120 M);
+SD3 in_channels 16, hidden = 64 x depth. Everything else is shrunk to one resolution level; the
+block indices therefore differ from the real models' (see CHECKPOINTS), while tiny_models.py
+keeps the real layouts.
 
 The checkpoints carry no text encoder (CheckpointLoaderSimple returns CLIP None; tests feed
 conditioning themselves). Each carries the family's random TAESD as its VAE (ComfyUI detects a
@@ -25,10 +32,12 @@ Every state dict comes from ComfyUI's own classes: the unet config is written in
 ``get_model`` and saved through ``BaseModel.state_dict_for_saving`` (the save_checkpoint path).
 Generation re-runs detection on the result and fails loudly if ComfyUI would not detect it.
 
-Files are seeded and deterministic, stored as fp16 (ComfyUI on CPU loads them as fp32). Each file
-holds a hash of its spec in its safetensors metadata; ``ensure_files`` writes a file only when it
-is missing, unreadable, or its stored hash differs, and writes atomically (temp file + rename), so
-parallel test workers are safe.
+Files are seeded and deterministic (``init_weights`` below: tiny_models.init_weights' scales, fast
+for SDXL's size), stored as fp16 (ComfyUI on CPU loads them as fp32). Each file holds a hash of its
+spec (plus GENERATOR_VERSION) in its safetensors metadata; ``ensure_files`` writes a file only when
+it is missing, unreadable, or its stored hash differs, and writes atomically (temp file + rename),
+so parallel test workers are safe. The hash does not cover the ComfyUI version: generation checks
+detection against the ComfyUI it runs with, cached files are not re-checked.
 
 Run as a script to populate the cache: ``.venv/bin/python tests/tiny_files.py``.
 """
@@ -227,6 +236,7 @@ def _write(path, tensors, metadata):
     tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
     try:
         save_file(tensors, str(tmp), metadata=metadata)
+        os.chmod(tmp, 0o644)
         os.replace(tmp, path)
     finally:
         if tmp.exists():
@@ -371,10 +381,26 @@ def _build_taesd(name):
     return taesd
 
 
+def parameter_count(path):
+    """Number of values stored in a safetensors file (read from its header only)."""
+    from safetensors import safe_open
+
+    total = 0
+    with safe_open(str(path), framework="pt") as f:
+        for key in f.keys():
+            count = 1
+            for size in f.get_slice(key).get_shape():
+                count *= size
+            total += count
+    return total
+
+
 if __name__ == "__main__":
     import time
 
     start = time.perf_counter()
-    for file_name, file_path in ensure_files().items():
-        print(f"{file_name:16s} {file_path.stat().st_size / 2**20:8.1f} MiB  {file_path}")
-    print(f"{time.perf_counter() - start:.1f} s")
+    written = ensure_files()
+    print(f"ensure_files: {time.perf_counter() - start:.1f} s")
+    for file_name, file_path in written.items():
+        print(f"{file_name:16s} {parameter_count(file_path) / 1e6:7.2f} M params "
+              f"{file_path.stat().st_size / 2**20:7.1f} MiB  {file_path}")

@@ -6,8 +6,9 @@ Conversion follows the frontend's own rules (ComfyUI frontend 1.3x, graphToPromp
 - widget values are stored in the order of the node's widget inputs in /object_info
   (``input_order``); inputs with ``forceInput`` have no widget; an INT input with
   ``control_after_generate`` (or, when that option is absent, one named seed/noise_seed) is
-  followed by its "control after generate" value; widgets a node adds beyond its inputs (an
-  image upload button) come last and are ignored;
+  followed by its "control after generate" value; widgets added beyond the inputs' own (an
+  image upload button, buttons of frontend extensions such as this pack's block chooser) come
+  last and are ignored;
 - a linked input overrides its widget value (the frontend lists every widget input in "inputs"
   with a "widget" entry, linked or not);
 - links become [source node id, output slot]; a link from a PrimitiveNode (frontend-only) sends
@@ -208,7 +209,7 @@ def check(workflow, object_info):
                 problems.append(f"{where}: input {name!r} does not exist on the server")
         values = node.get("widgets_values") or []
         stored = sum(2 if control else 1 for control in widgets.values())
-        if not isinstance(values, dict) and len(values) != stored:
+        if not isinstance(values, dict) and len(values) < stored:
             problems.append(f"{where}: {len(values)} widget values, the server's node has {stored}")
         for name, value in widget_values_by_name(node, info).items():
             kind, options = input_spec(info, name)

@@ -101,3 +101,14 @@ def test_two_pack_nodes_compose(node_classes, tiny_model):
     assert not torch.equal(results[0], results[1]), "the second node replaced the first instead of composing"
     pladis_only = sample(patched(node_classes, "PLADISAttentionGuidance", model), "flux")
     assert not torch.equal(results[1], pladis_only)
+
+
+@pytest.mark.parametrize("family", ["sdxl", "qwen_image"])
+def test_same_seed_same_settings_bit_identical(node_classes, tiny_model, family):
+    model = tiny_model(family)
+    runs = []
+    for _ in range(2):
+        gag = run_node(node_classes["GAGAttentionGuidanceAdvanced"], model=model, zeta=0.2, eta=2.0)[0]
+        both = run_node(node_classes["AttentionCirculationControl"], model=gag, alpha=1.2)[0]
+        runs.append(sample(both, family, seed=11))
+    assert torch.equal(runs[0], runs[1])

@@ -1,0 +1,201 @@
+"""gag_core.attention.sparse_dense_attention against a materialised float64 reference."""
+import math
+
+import pytest
+import torch
+from torch.profiler import ProfilerActivity, profile
+
+from gag_core.attention import sparse_dense_attention
+
+B, H, LQ, LK, D = 2, 3, 37, 19, 8
+
+
+def _qkv(batch=B, heads=H, queries=LQ, keys=LK, dim=D, value_dim=None, seed=0, dtype=torch.float32):
+    generator = torch.Generator().manual_seed(seed)
+    q = torch.randn(batch, heads, queries, dim, generator=generator) * 1.5
+    k = torch.randn(batch, heads, keys, dim, generator=generator) * 1.5
+    v = torch.randn(batch, heads, keys, value_dim or dim, generator=generator)
+    return q.to(dtype), k.to(dtype), v.to(dtype)
+
+
+def _reference(q, k, v, alpha, oracle, mask=None, key_slice=None):
+    """Materialised float64 attention: (dense, sparse, mass) with the full score matrix."""
+    q, k, v = q.double(), k.double(), v.double()
+    scores = q @ k.transpose(-1, -2) / math.sqrt(q.shape[-1])
+    if mask is not None:
+        scores = scores.masked_fill(~mask, -math.inf) if mask.dtype == torch.bool else scores + mask.double()
+    full = scores
+    if key_slice is not None:
+        scores, v = scores[..., key_slice], v[..., key_slice, :]
+    kept = torch.isfinite(scores.amax(-1, keepdim=True))
+    dense = torch.nan_to_num(torch.softmax(scores, -1)) * kept @ v
+    sparse = oracle(scores, alpha) @ v
+    mass = None
+    if key_slice is not None:
+        mass = torch.nan_to_num(torch.exp(torch.logsumexp(scores, -1) - torch.logsumexp(full, -1)))
+    return dense, sparse, mass
+
+
+@pytest.mark.parametrize("alpha", [1.0, 1.3, 1.5, 2.0])
+def test_matches_materialised_reference(alpha, entmax_oracle):
+    q, k, v = _qkv()
+    dense, sparse = sparse_dense_attention(q, k, v, alpha=alpha)
+    ref_dense, ref_sparse, _ = _reference(q, k, v, alpha, entmax_oracle)
+    assert dense.shape == sparse.shape == (B, H, LQ, D)
+    torch.testing.assert_close(dense.double(), ref_dense, atol=1e-5, rtol=0)
+    torch.testing.assert_close(sparse.double(), ref_sparse, atol=1e-5, rtol=0)
+
+
+def _masks():
+    generator = torch.Generator().manual_seed(5)
+    per_batch = torch.rand(B, 1, LQ, LK, generator=generator) > 0.4
+    per_batch[1, 0, 3] = False  # a fully masked query row
+    padding = torch.ones(LK, dtype=torch.bool)
+    padding[-5:] = False
+    additive = torch.randn(LQ, LK, generator=generator)
+    additive[:, :3] = -math.inf
+    query_rows = torch.ones(LQ, 1, dtype=torch.bool)  # broadcast over keys: whole rows masked
+    query_rows[::5] = False
+    return {
+        "bool_per_batch": per_batch,
+        "bool_key_padding": padding,
+        "additive": additive,
+        "bool_query_rows": query_rows,
+    }
+
+
+@pytest.mark.parametrize("mask_name", list(_masks()))
+@pytest.mark.parametrize("alpha", [1.5, 2.0])
+def test_masks(mask_name, alpha, entmax_oracle):
+    mask = _masks()[mask_name]
+    q, k, v = _qkv(seed=1)
+    dense, sparse = sparse_dense_attention(q, k, v, alpha=alpha, mask=mask)
+    ref_dense, ref_sparse, _ = _reference(q, k, v, alpha, entmax_oracle, mask=mask)
+    torch.testing.assert_close(dense.double(), ref_dense, atol=1e-5, rtol=0)
+    torch.testing.assert_close(sparse.double(), ref_sparse, atol=1e-5, rtol=0)
+    assert not (dense.isnan().any() or sparse.isnan().any())
+    if mask_name == "bool_per_batch":
+        assert torch.equal(dense[1, :, 3], torch.zeros(H, D)) and torch.equal(sparse[1, :, 3], torch.zeros(H, D))
+
+
+@pytest.mark.parametrize("key_slice", [slice(4, 15), slice(0, 1), slice(None, None, 2), slice(15, 3, -2), slice(0, LK)])
+def test_key_slice_and_mass(key_slice, entmax_oracle):
+    q, k, v = _qkv(seed=2)
+    mask = _masks()["bool_per_batch"]
+    mask[0, 0, 5, 4:15] = False  # selected keys all masked for one row: zero outputs and mass
+    dense, sparse, mass = sparse_dense_attention(q, k, v, mask=mask, key_slice=key_slice)
+    ref_dense, ref_sparse, ref_mass = _reference(q, k, v, 1.5, entmax_oracle, mask=mask, key_slice=key_slice)
+    torch.testing.assert_close(dense.double(), ref_dense, atol=1e-5, rtol=0)
+    torch.testing.assert_close(sparse.double(), ref_sparse, atol=1e-5, rtol=0)
+    assert mass.shape == (B, H, LQ, 1) and mass.dtype == torch.float32
+    torch.testing.assert_close(mass[..., 0].double(), ref_mass, atol=1e-6, rtol=0)
+    # The direct definition: the dense probability mass of the selected keys over all keys.
+    scores = (q @ k.transpose(-1, -2) / math.sqrt(D)).masked_fill(~mask, -math.inf)
+    direct = torch.nan_to_num(torch.softmax(scores, -1))[..., key_slice].sum(-1)
+    torch.testing.assert_close(mass[..., 0], direct, atol=1e-6, rtol=0)
+    if key_slice == slice(4, 15):
+        assert mass[0, 0, 5] == 0 and torch.equal(dense[0, 0, 5], torch.zeros(D))
+
+
+@pytest.mark.parametrize("key_slice", [None, slice(3, 12)])
+@pytest.mark.parametrize("alpha", [1.2, 1.5, 2.0])
+@pytest.mark.parametrize("budget_rows", [1, 7, LQ, 2 * LQ + 1, H * LQ])
+def test_tiny_chunks_give_identical_results(key_slice, alpha, budget_rows):
+    # Blocks of queries (below LQ rows), of heads (below H * LQ), of batches; 3 buffers of LK
+    # elements hold one row.
+    q, k, v = _qkv(seed=3)
+    mask = _masks()["bool_per_batch"]
+    whole = sparse_dense_attention(q, k, v, alpha=alpha, mask=mask, key_slice=key_slice)
+    chunked = sparse_dense_attention(
+        q, k, v, alpha=alpha, mask=mask, key_slice=key_slice, max_score_elements=3 * LK * budget_rows
+    )
+    # Identical up to float32 rounding: BLAS blocks q k^T differently for other batch shapes, and
+    # a row keeps taking (ever smaller) Newton steps while others in its chunk converge.
+    for a, b in zip(whole, chunked):
+        torch.testing.assert_close(a, b, atol=1e-5, rtol=1e-5)
+
+
+@pytest.mark.parametrize("dtype, atol", [(torch.float16, 2e-3), (torch.bfloat16, 2e-2)])
+def test_half_precision(dtype, atol, entmax_oracle):
+    q, k, v = _qkv(seed=4, dtype=dtype)
+    dense, sparse, mass = sparse_dense_attention(q, k, v, key_slice=slice(2, 17))
+    assert dense.dtype == sparse.dtype == dtype and mass.dtype == torch.float32
+    ref_dense, ref_sparse, ref_mass = _reference(q, k, v, 1.5, entmax_oracle, key_slice=slice(2, 17))
+    torch.testing.assert_close(dense.double(), ref_dense, atol=atol, rtol=0)
+    torch.testing.assert_close(sparse.double(), ref_sparse, atol=atol, rtol=0)
+    torch.testing.assert_close(mass[..., 0].double(), ref_mass, atol=1e-5, rtol=0)
+
+
+def test_value_dim_may_differ(entmax_oracle):
+    q, k, v = _qkv(value_dim=5, seed=6)
+    dense, sparse = sparse_dense_attention(q, k, v)
+    ref_dense, ref_sparse, _ = _reference(q, k, v, 1.5, entmax_oracle)
+    assert dense.shape == (B, H, LQ, 5)
+    torch.testing.assert_close(sparse.double(), ref_sparse, atol=1e-5, rtol=0)
+
+
+def _peak_bytes_allocated(fn):
+    """Peak CPU bytes held at once by tensors allocated while ``fn`` runs (profiler memory events)."""
+    with profile(activities=[ProfilerActivity.CPU], profile_memory=True) as prof:
+        fn()
+    events = [e for e in prof.profiler.kineto_results.events() if e.name() == "[memory]"]
+    live = peak = 0
+    for event in sorted(events, key=lambda e: e.start_ns()):
+        live += event.nbytes()
+        peak = max(peak, live)
+    return peak
+
+
+@pytest.mark.parametrize("alpha, key_slice", [(1.3, None), (1.5, slice(0, 40))])
+def test_peak_memory_is_bounded_by_the_budget(alpha, key_slice):
+    budget = 2**17
+    keys, dim = 64, 16
+
+    def extra_bytes(queries, max_score_elements):
+        q, k, v = _qkv(batch=1, heads=2, queries=queries, keys=keys, dim=dim, seed=7)
+        # The returned dense, sparse (and mass) are held by design.
+        outputs = (2 * q.numel() + (0 if key_slice is None else q[..., :1].numel())) * 4
+        call = lambda: sparse_dense_attention(
+            q, k, v, alpha=alpha, key_slice=key_slice, max_score_elements=max_score_elements
+        )
+        return _peak_bytes_allocated(call) - outputs
+
+    small, large = extra_bytes(512, budget), extra_bytes(4096, budget)
+    allowed = budget * 4 + 64 * 1024  # float32 scores, plus per-chunk queries, outputs, row statistics
+    assert large <= allowed, f"peak {large} bytes exceeds the {budget}-element budget"
+    assert large <= small + 64 * 1024, f"peak grew with the number of queries: {small} -> {large}"
+    # The measurement is sensitive enough to see an unchunked call over the same queries.
+    assert extra_bytes(4096, 2**30) > 2 * allowed
+
+
+@pytest.mark.parametrize(
+    "change, name",
+    [
+        (lambda q, k, v: (q[0], k, v), "q"),
+        (lambda q, k, v: (q, k[..., :4], v), "k"),
+        (lambda q, k, v: (q, k[:1], v), "k"),
+        (lambda q, k, v: (q, k, v[:, :, :5]), "v"),
+        (lambda q, k, v: (q, k, v.numpy()), "v"),
+    ],
+)
+def test_bad_shapes_raise(change, name):
+    with pytest.raises(ValueError, match=rf"^{name}\b"):
+        sparse_dense_attention(*change(*_qkv()))
+
+
+@pytest.mark.parametrize(
+    "kwargs, name",
+    [
+        ({"alpha": 0.5}, "alpha"),
+        ({"alpha": 2.5}, "alpha"),
+        ({"mask": torch.ones(LQ + 1, LK, dtype=torch.bool)}, "mask"),
+        ({"mask": torch.ones(LQ, LK, dtype=torch.int64)}, "mask"),
+        ({"key_slice": slice(5, 5)}, "key_slice"),
+        ({"key_slice": [1, 2]}, "key_slice"),
+        ({"max_score_elements": LK}, "max_score_elements"),
+        ({"max_score_elements": 1e6}, "max_score_elements"),
+    ],
+)
+def test_bad_arguments_raise(kwargs, name):
+    with pytest.raises(ValueError, match=name):
+        sparse_dense_attention(*_qkv(), **kwargs)
