@@ -90,8 +90,9 @@ app.registerExtension({
     const onNodeCreated = nodeType.prototype.onNodeCreated;
     nodeType.prototype.onNodeCreated = function () {
       const result = onNodeCreated?.apply(this, arguments);
+      // serialize: false keeps the button out of saved workflows and queued prompts.
       this.addWidget("button", "choose blocks", null, (_value, _canvas, node, _pos, event) =>
-        showBlockMenu(node ?? this, event));
+        showBlockMenu(node ?? this, event), { serialize: false });
       this.gagBlockMenuEntries = () => blockMenuEntries(this);
       this.gagShowBlockMenu = (event) => showBlockMenu(this, event);
       return result;

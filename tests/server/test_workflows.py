@@ -1,0 +1,223 @@
+"""The example workflows in workflows/ against a real ComfyUI server:
+
+- each checks out against the live /object_info (node types, slots, link types, widget values),
+  names its model files as ComfyUI's templates do and says in a note where they go;
+- each runs end to end, with the real model files swapped for tiny random-weight models of the
+  same family. The swap is made on the API-format prompt, the shipped JSON stays as it is:
+  checkpoints -> tiny checkpoint files (tests/tiny_files.py), diffusion models of families that
+  cannot be made small as files -> GAGTestTinyModel, text encoders -> GAGTestConditioning, VAE
+  files -> a tiny TAESD of the same latent channels (FLUX.2, which has none, saves its latent
+  instead), LoRAs -> bypassed; sizes shrunk to 128 px and steps capped at 2.
+"""
+import json
+import pathlib
+import sysconfig
+
+import numpy as np
+import pytest
+from PIL import Image
+
+import tiny_files
+import ui_workflow
+
+WORKFLOWS_DIR = pathlib.Path(__file__).resolve().parents[2] / "workflows"
+WORKFLOWS = sorted(WORKFLOWS_DIR.glob("*.json"))
+
+# The model family of each shipped workflow: which tiny model stands in for its files.
+FAMILY = {
+    "sd15_gag": "sd15",
+    "sdxl_gag": "sdxl",
+    "sdxl_gag_circulation": "sdxl",
+    "sdxl_turbo_gag": "sdxl",
+    "sdxl_dmd2_gag": "sdxl",
+    "flux1_dev_gag": "flux",
+    "flux1_schnell_gag": "flux",
+    "flux2_gag": "flux2",
+    "sd35_gag": "sd3",
+    "qwen_image_gag": "qwen_image",
+    "gag_comparison": "sd15",
+}
+# Families whose tiny checkpoint files CheckpointLoaderSimple loads (tiny_files.CHECKPOINTS).
+CHECKPOINT_FAMILY = {"sd15": "sd15", "sdxl": "sdxl", "sd3": "sd3"}
+# VAELoader stand-ins: a TAESD with the family's latent channels (16 for FLUX.1).
+TINY_VAE = {"flux": "taesd3"}
+# No tiny VAE takes FLUX.2's 128-channel latents or Qwen-Image's 5-D video-VAE latents: these
+# workflows save the latent instead of decoding it.
+LATENT_ONLY = {"flux2", "qwen_image"}
+TINY_FILES = ["sd15", "sdxl", "sd3", "taesd3_encoder", "taesd3_decoder"]
+# Model files no ComfyUI template names; the builder's MODELS says where each comes from.
+NOT_IN_TEMPLATES = {"dmd2_sdxl_4step_lora.safetensors"}
+SIZE, MAX_STEPS = 128, 2
+SAVE_NODES = {"SaveImage": "images", "SaveLatent": "latents"}
+
+
+def load(path):
+    return json.loads(path.read_text())
+
+
+@pytest.fixture(scope="module")
+def object_info(comfy_server):
+    return comfy_server.get("/object_info")
+
+
+def test_every_workflow_has_a_family():
+    assert {p.stem for p in WORKFLOWS} == set(FAMILY)
+
+
+# ---------------------------------------------------------------------------------------------
+# (a) The files check out against the server.
+
+
+@pytest.mark.parametrize("path", WORKFLOWS, ids=lambda p: p.stem)
+def test_workflow_checks_out(path, object_info):
+    problems = ui_workflow.check(load(path), object_info)
+    assert not problems, "\n".join(problems)
+
+
+def _model_files(workflow, object_info):
+    """[(file name, widget input name)] of a UI workflow's loaders."""
+    files = []
+    for node in workflow["nodes"]:
+        if node["type"] in ui_workflow.FRONTEND_ONLY:
+            continue
+        values = ui_workflow.widget_values_by_name(node, object_info[node["type"]])
+        files += [(value, name) for name, value in values.items() if name in ui_workflow.FILE_INPUTS]
+    return files
+
+
+def _template_model_names():
+    names = set()
+    for folder in pathlib.Path(sysconfig.get_paths()["purelib"]).glob("comfyui_workflow_templates*/templates"):
+        for template in folder.glob("*.json"):
+            try:
+                workflow = json.loads(template.read_text())
+            except (json.JSONDecodeError, UnicodeDecodeError):
+                continue
+            if not isinstance(workflow, dict):  # the package's index files
+                continue
+            nodes = list(workflow.get("nodes", []))
+            nodes += [n for graph in workflow.get("definitions", {}).get("subgraphs", []) for n in graph["nodes"]]
+            names |= {m["name"] for n in nodes for m in (n.get("properties") or {}).get("models", [])}
+    return names
+
+
+@pytest.mark.parametrize("path", WORKFLOWS, ids=lambda p: p.stem)
+def test_notes_say_which_files_go_where(path, object_info):
+    workflow = load(path)
+    notes = "\n".join(str(v) for n in workflow["nodes"] if n["type"] in ("Note", "MarkdownNote")
+                      for v in n.get("widgets_values") or [])
+    assert notes, "the workflow has no note"
+    for node in workflow["nodes"]:
+        for model in (node.get("properties") or {}).get("models", []):
+            assert f"models/{model['directory']}/" in notes and model["name"] in notes, model
+    files = _model_files(workflow, object_info)
+    listed = {m["name"] for n in workflow["nodes"] for m in (n.get("properties") or {}).get("models", [])}
+    assert {f for f, _ in files} <= listed, "a loader's file has no download entry (properties.models)"
+
+
+def test_model_files_are_named_as_comfyui_templates_name_them(object_info):
+    known = _template_model_names()
+    if not known:
+        pytest.skip("comfyui-workflow-templates is not installed")
+    used = {f for path in WORKFLOWS for f, _ in _model_files(load(path), object_info)}
+    assert used - NOT_IN_TEMPLATES <= known, sorted(used - NOT_IN_TEMPLATES - known)
+
+
+# ---------------------------------------------------------------------------------------------
+# (b) They run, on tiny stand-ins.
+
+
+@pytest.fixture(scope="module")
+def tiny_models(comfy_server):
+    """The tiny files, generated once into the cache and linked into the server's model folders
+    (ComfyUI rescans a folder when it changes)."""
+    models = comfy_server.base_dir / "models"
+    for name, cached in tiny_files.ensure_files(names=TINY_FILES).items():
+        link = models / tiny_files.FILES[name].folder / cached.name
+        link.parent.mkdir(parents=True, exist_ok=True)
+        if not link.exists():
+            link.symlink_to(cached)
+
+
+def _replace_references(prompt, old, new):
+    for node in prompt.values():
+        for name, value in node["inputs"].items():
+            if value == old:
+                node["inputs"][name] = new
+
+
+def tiny_prompt(prompt, family):
+    """The API prompt of a shipped workflow with its model files swapped for tiny stand-ins."""
+    prompt = json.loads(json.dumps(prompt))
+    seed = 0
+    for node_id, node in list(prompt.items()):
+        kind, inputs = node["class_type"], node["inputs"]
+        if kind == "CheckpointLoaderSimple":
+            inputs["ckpt_name"] = tiny_files.checkpoint_filename(CHECKPOINT_FAMILY[family])
+        elif kind == "UNETLoader":
+            prompt[node_id] = {"class_type": "GAGTestTinyModel", "inputs": {"family": family, "dtype": "fp32", "seed": 0}}
+        elif kind in ("CLIPLoader", "DualCLIPLoader"):
+            del prompt[node_id]  # every consumer is a CLIPTextEncode, replaced below
+        elif kind == "CLIPTextEncode":
+            seed += 1
+            prompt[node_id] = {"class_type": "GAGTestConditioning", "inputs": {"family": family, "tokens": 77, "seed": seed}}
+        elif kind == "LoraLoaderModelOnly":
+            del prompt[node_id]
+            _replace_references(prompt, [node_id, 0], inputs["model"])
+        elif kind == "VAELoader":
+            if family in LATENT_ONLY:
+                del prompt[node_id]
+            else:
+                inputs["vae_name"] = TINY_VAE[family]
+        for name in ("width", "height"):
+            if isinstance(inputs.get(name), int):
+                inputs[name] = SIZE
+        if isinstance(inputs.get("steps"), int):
+            inputs["steps"] = min(inputs["steps"], MAX_STEPS)
+    if family in LATENT_ONLY:
+        _save_latents_instead_of_images(prompt)
+    dangling = [(node_id, name) for node_id, node in prompt.items() for name, value in node["inputs"].items()
+                if isinstance(value, list) and value[0] not in prompt]
+    assert not dangling, f"inputs left without a source: {dangling}"
+    return prompt
+
+
+def _save_latents_instead_of_images(prompt):
+    """No tiny VAE: SaveImage(VAEDecode(samples)) becomes SaveLatent(samples)."""
+    for decode_id in [i for i, n in prompt.items() if n["class_type"] == "VAEDecode"]:
+        samples = prompt.pop(decode_id)["inputs"]["samples"]
+        for node in prompt.values():
+            if node["class_type"] == "SaveImage" and node["inputs"]["images"] == [decode_id, 0]:
+                node["class_type"] = "SaveLatent"
+                node["inputs"] = {"samples": samples, "filename_prefix": node["inputs"]["filename_prefix"]}
+
+
+def _saved_files(comfy_server, entry, prompt):
+    """{save node id: [paths]} of a finished prompt, checked to exist."""
+    saved = {}
+    for node_id, node in prompt.items():
+        key = SAVE_NODES.get(node["class_type"])
+        if key is None:
+            continue
+        results = entry["outputs"].get(node_id, {}).get(key, [])
+        assert results, f"{node['class_type']} {node_id} saved nothing: {entry['outputs'].get(node_id)}"
+        paths = [comfy_server.base_dir / "output" / r["subfolder"] / r["filename"] for r in results]
+        assert all(p.is_file() for p in paths), paths
+        saved[node_id] = paths
+    return saved
+
+
+@pytest.mark.parametrize("path", WORKFLOWS, ids=lambda p: p.stem)
+def test_workflow_runs_on_tiny_models(path, comfy_server, object_info, tiny_models):
+    prompt = tiny_prompt(ui_workflow.to_api(load(path), object_info), FAMILY[path.stem])
+    entry = comfy_server.run(prompt)
+    assert entry["status"]["completed"], entry["status"]
+    saved = _saved_files(comfy_server, entry, prompt)
+    assert saved, "the workflow saves nothing"
+    if path.stem == "gag_comparison":
+        by_prefix = {prompt[i]["inputs"]["filename_prefix"]: paths[0] for i, paths in saved.items()}
+        assert set(by_prefix) == {f"gag_comparison/{k}" for k in ("plain", "gag", "pladis", "geometry")}
+        plain = np.asarray(Image.open(by_prefix["gag_comparison/plain"]), dtype=np.int16)
+        for guided in ("gag", "pladis"):
+            image = np.asarray(Image.open(by_prefix[f"gag_comparison/{guided}"]), dtype=np.int16)
+            assert np.abs(image - plain).max() > 0, f"{guided} gave the same image as the plain model"
