@@ -18,36 +18,14 @@ import pytest
 from PIL import Image
 
 import tiny_files
+import tiny_swap
 import ui_workflow
 
 WORKFLOWS_DIR = pathlib.Path(__file__).resolve().parents[2] / "workflows"
 WORKFLOWS = sorted(WORKFLOWS_DIR.glob("*.json"))
 
-# The model family of each shipped workflow: which tiny model stands in for its files.
-FAMILY = {
-    "sd15_gag": "sd15",
-    "sdxl_gag": "sdxl",
-    "sdxl_gag_circulation": "sdxl",
-    "sdxl_turbo_gag": "sdxl",
-    "sdxl_dmd2_gag": "sdxl",
-    "flux1_dev_gag": "flux",
-    "flux1_schnell_gag": "flux",
-    "flux2_gag": "flux2",
-    "sd35_gag": "sd3",
-    "qwen_image_gag": "qwen_image",
-    "gag_comparison": "sd15",
-}
-# Families whose tiny checkpoint files CheckpointLoaderSimple loads (tiny_files.CHECKPOINTS).
-CHECKPOINT_FAMILY = {"sd15": "sd15", "sdxl": "sdxl", "sd3": "sd3"}
-# VAELoader stand-ins: a TAESD with the family's latent channels (16 for FLUX.1).
-TINY_VAE = {"flux": "taesd3"}
-# No tiny VAE takes FLUX.2's 128-channel latents or Qwen-Image's 5-D video-VAE latents: these
-# workflows save the latent instead of decoding it.
-LATENT_ONLY = {"flux2", "qwen_image"}
-TINY_FILES = ["sd15", "sdxl", "sd3", "taesd3_encoder", "taesd3_decoder"]
 # Model files no ComfyUI template names; the builder's MODELS says where each comes from.
 NOT_IN_TEMPLATES = {"dmd2_sdxl_4step_lora.safetensors"}
-SIZE, MAX_STEPS = 128, 2
 SAVE_NODES = {"SaveImage": "images", "SaveLatent": "latents"}
 
 
@@ -56,12 +34,17 @@ def load(path):
 
 
 @pytest.fixture(scope="module")
+def tiny_models(comfy_server):
+    tiny_swap.link_tiny_files(comfy_server.base_dir / "models")
+
+
+@pytest.fixture(scope="module")
 def object_info(comfy_server):
     return comfy_server.get("/object_info")
 
 
 def test_every_workflow_has_a_family():
-    assert {p.stem for p in WORKFLOWS} == set(FAMILY)
+    assert {p.stem for p in WORKFLOWS} == set(tiny_swap.FAMILY)
 
 
 # ---------------------------------------------------------------------------------------------
@@ -127,71 +110,6 @@ def test_model_files_are_named_as_comfyui_templates_name_them(object_info):
 # (b) They run, on tiny stand-ins.
 
 
-@pytest.fixture(scope="module")
-def tiny_models(comfy_server):
-    """The tiny files, generated once into the cache and linked into the server's model folders
-    (ComfyUI rescans a folder when it changes)."""
-    models = comfy_server.base_dir / "models"
-    for name, cached in tiny_files.ensure_files(names=TINY_FILES).items():
-        link = models / tiny_files.FILES[name].folder / cached.name
-        link.parent.mkdir(parents=True, exist_ok=True)
-        if not link.exists():
-            link.symlink_to(cached)
-
-
-def _replace_references(prompt, old, new):
-    for node in prompt.values():
-        for name, value in node["inputs"].items():
-            if value == old:
-                node["inputs"][name] = new
-
-
-def tiny_prompt(prompt, family):
-    """The API prompt of a shipped workflow with its model files swapped for tiny stand-ins."""
-    prompt = json.loads(json.dumps(prompt))
-    seed = 0
-    for node_id, node in list(prompt.items()):
-        kind, inputs = node["class_type"], node["inputs"]
-        if kind == "CheckpointLoaderSimple":
-            inputs["ckpt_name"] = tiny_files.checkpoint_filename(CHECKPOINT_FAMILY[family])
-        elif kind == "UNETLoader":
-            prompt[node_id] = {"class_type": "GAGTestTinyModel", "inputs": {"family": family, "dtype": "fp32", "seed": 0}}
-        elif kind in ("CLIPLoader", "DualCLIPLoader"):
-            del prompt[node_id]  # every consumer is a CLIPTextEncode, replaced below
-        elif kind == "CLIPTextEncode":
-            seed += 1
-            prompt[node_id] = {"class_type": "GAGTestConditioning", "inputs": {"family": family, "tokens": 77, "seed": seed}}
-        elif kind == "LoraLoaderModelOnly":
-            del prompt[node_id]
-            _replace_references(prompt, [node_id, 0], inputs["model"])
-        elif kind == "VAELoader":
-            if family in LATENT_ONLY:
-                del prompt[node_id]
-            else:
-                inputs["vae_name"] = TINY_VAE[family]
-        for name in ("width", "height"):
-            if isinstance(inputs.get(name), int):
-                inputs[name] = SIZE
-        if isinstance(inputs.get("steps"), int):
-            inputs["steps"] = min(inputs["steps"], MAX_STEPS)
-    if family in LATENT_ONLY:
-        _save_latents_instead_of_images(prompt)
-    dangling = [(node_id, name) for node_id, node in prompt.items() for name, value in node["inputs"].items()
-                if isinstance(value, list) and value[0] not in prompt]
-    assert not dangling, f"inputs left without a source: {dangling}"
-    return prompt
-
-
-def _save_latents_instead_of_images(prompt):
-    """No tiny VAE: SaveImage(VAEDecode(samples)) becomes SaveLatent(samples)."""
-    for decode_id in [i for i, n in prompt.items() if n["class_type"] == "VAEDecode"]:
-        samples = prompt.pop(decode_id)["inputs"]["samples"]
-        for node in prompt.values():
-            if node["class_type"] == "SaveImage" and node["inputs"]["images"] == [decode_id, 0]:
-                node["class_type"] = "SaveLatent"
-                node["inputs"] = {"samples": samples, "filename_prefix": node["inputs"]["filename_prefix"]}
-
-
 def _saved_files(comfy_server, entry, prompt):
     """{save node id: [paths]} of a finished prompt, checked to exist."""
     saved = {}
@@ -209,7 +127,7 @@ def _saved_files(comfy_server, entry, prompt):
 
 @pytest.mark.parametrize("path", WORKFLOWS, ids=lambda p: p.stem)
 def test_workflow_runs_on_tiny_models(path, comfy_server, object_info, tiny_models):
-    prompt = tiny_prompt(ui_workflow.to_api(load(path), object_info), FAMILY[path.stem])
+    prompt = tiny_swap.tiny_prompt(ui_workflow.to_api(load(path), object_info), tiny_swap.FAMILY[path.stem])
     entry = comfy_server.run(prompt)
     assert entry["status"]["completed"], entry["status"]
     saved = _saved_files(comfy_server, entry, prompt)
