@@ -58,7 +58,8 @@ def test_absolute_cap_bounds_the_update(zeta):
     bound = stats["cap_bound"]
     assert bound.any()
     # Where the cap binds, the update has exactly the capped length.
-    torch.testing.assert_close(_norm(out - sparse)[bound], torch.full_like(_norm(out)[bound], scale * eta), rtol=1e-5, atol=0)
+    capped_lengths = _norm(out - sparse)[bound]
+    torch.testing.assert_close(capped_lengths, torch.full_like(capped_lengths, scale * eta), rtol=1e-5, atol=0)
     uncapped = gag(dense, sparse, scale=scale, eta=math.inf, zeta=zeta)
     assert _norm(uncapped - sparse).max() > scale * eta
 

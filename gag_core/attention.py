@@ -1,0 +1,251 @@
+"""Dense (softmax) and sparse (alpha-entmax) attention from one set of logits, in chunks.
+
+PLADIS and GAG both need A_d = softmax(S) v and A_s = entmax(S) v from the same S = q k^T/sqrt(D).
+The pair is computed chunk by chunk over (batch, head, query) rows so that the score matrix never
+exists in full: at most ``max_score_elements`` float32 score elements, temporaries included, are
+alive at once. With ``key_slice`` (the text keys of a joint attention) both outputs are restricted
+to those keys, and the dense mass the full softmax puts on them is returned as well; the logits of
+the other keys are only reduced to their logsumexp.
+"""
+import math
+
+import torch
+
+from . import _checks
+from .entmax import entmax_shifted, shift_rows_
+
+# Score-sized float32 buffers alive at once in a chunk: the logits plus at most two more (the dense
+# exponentials; or the entmax result and, for alphas other than 1.5 and 2, its work buffer; or the
+# logsumexp temporary of the logits of the keys outside key_slice, which are made and reduced first).
+_LIVE_SCORE_BUFFERS = 3
+# On CPU, chunks whose few buffers fit in the last-level cache run faster than one huge chunk,
+# while much smaller chunks multiply the fixed cost of each operation (on a busy machine, each
+# multithreaded operation can wait a scheduler slice); the budget remains an upper bound.
+_CPU_BUFFER_ELEMENTS = 2**21
+
+
+def sparse_dense_attention(q, k, v, alpha=1.5, mask=None, key_slice=None, max_score_elements=2**24):
+    """Dense and sparse attention sharing the logits S = q k^T / sqrt(D) (+ mask).
+
+    q: (B, H, Lq, D); k: (B, H, Lk, D); v: (B, H, Lk, Dv) (Dv is usually D); any float dtype.
+    alpha: entmax alpha in [1, 2] (1.5 entmax, 2 sparsemax, 1 gives sparse == dense).
+    mask: None, or broadcastable to (B, H, Lq, Lk): bool (True = keep) or additive float.
+    key_slice: None, or a slice over the keys; both outputs then attend to k[..., key_slice, :]
+        only (renormalised over those keys).
+    max_score_elements: upper bound on float32 score elements alive at once (all temporaries).
+    Returns (dense, sparse), each (B, H, Lq, Dv) in q's dtype; with key_slice also
+    mass (B, H, Lq, 1) float32 = exp(logsumexp(S[..., key_slice]) - logsumexp(S)).
+    A row whose selected keys are all masked gets zero outputs and zero mass.
+    """
+    alpha = _checks.entmax_alpha(alpha)
+    _check_qkv(q, k, v)
+    batch, heads, queries, dim = q.shape
+    keys = k.shape[2]
+    mask = _mask_4d(mask, (batch, heads, queries, keys))
+    selected, others = _key_groups(key_slice, keys)
+    rows = _rows_per_chunk(keys, max_score_elements, q.device)
+
+    # Scaling the keys once is cheaper than scaling every chunk of queries or logits.
+    k32 = k.float() * (1.0 / math.sqrt(dim))
+    k_selected, v_selected = k32[:, :, selected], v[:, :, selected].float()
+    k_others = None if others is None else [k32[:, :, group] for group in others]
+    out_shape = (batch, heads, queries, v.shape[-1])
+    dense = torch.empty(out_shape, dtype=q.dtype, device=q.device)
+    sparse = torch.empty_like(dense)
+    mass = None if key_slice is None else torch.empty(out_shape[:3] + (1,), dtype=torch.float32, device=q.device)
+    for index in _chunks(batch, heads, queries, rows):
+        heads_index = index[:2]
+        q_chunk = q[index].float()
+        mask_chunk = _mask_chunk(mask, index)
+        lse_others = _logsumexp_others(q_chunk, k_others, heads_index, mask_chunk, others)
+        # The logits are passed without a name, so they are freed before the next chunk's exist.
+        _attend_chunk(
+            _logits(q_chunk, k_selected[heads_index], _mask_keys(mask_chunk, selected)),
+            v_selected[heads_index],
+            alpha,
+            dense[index],
+            sparse[index],
+            None if mass is None else (mass[index], lse_others),
+        )
+    return (dense, sparse) if mass is None else (dense, sparse, mass)
+
+
+def _logits(q_chunk, k_scaled, mask_chunk):
+    """Logits of one chunk: q_chunk (b, h, c, D) float32, k_scaled (b, h, L, D) float32 keys times
+    1/sqrt(D), mask_chunk None or broadcastable to (b, h, c, L). Returns (b, h, c, L) float32,
+    masked entries -inf."""
+    scores = torch.matmul(q_chunk, k_scaled.transpose(-1, -2))
+    if mask_chunk is None:
+        return scores
+    if mask_chunk.dtype == torch.bool:
+        return scores.masked_fill_(mask_chunk.logical_not(), -torch.inf)
+    return scores.add_(mask_chunk)
+
+
+def _attend_chunk(scores, v_selected, alpha, dense_out, sparse_out, mass_out):
+    """Write the dense and sparse outputs (and mass) of one chunk.
+
+    scores: (b, h, c, Ls) float32 logits of the selected keys (overwritten); v_selected:
+    (b, h, Ls, Dv) float32. dense_out, sparse_out: (b, h, c, Dv) contiguous views of the outputs.
+    mass_out: None, or (mass view (b, h, c, 1) float32, lse_others (b, h, c, 1) float32 logsumexp
+    of the logits of the keys outside key_slice).
+    """
+    row_max, rows_ok = shift_rows_(scores)
+    ones = scores.new_ones(scores.shape[-1])
+    exp_scores = torch.exp(scores)
+    total = (exp_scores @ ones).unsqueeze(-1)
+    # Normalising the (c x Dv) product instead of the (c x Ls) probabilities saves a pass.
+    _matmul_into(dense_out, exp_scores, v_selected, divisor=total)
+    del exp_scores
+    if alpha == 1.0:
+        sparse_out.copy_(dense_out)
+    else:
+        _matmul_into(sparse_out, entmax_shifted(scores, alpha), v_selected)
+    outputs = [dense_out, sparse_out]
+    if mass_out is not None:
+        mass_view, lse_others = mass_out
+        lse_selected = row_max + torch.log(total)
+        mass_view.copy_(torch.exp(lse_selected - torch.logaddexp(lse_selected, lse_others)))
+        outputs.append(mass_view)
+    if rows_ok is not None:
+        rows_masked = rows_ok.logical_not()
+        for out in outputs:
+            out.masked_fill_(rows_masked, 0.0)
+
+
+def _matmul_into(out, probs, values, divisor=None):
+    """out = (probs @ values) / divisor, written into the contiguous view ``out``.
+
+    probs: (b, h, c, L) float32; values: (b, h, L, Dv) float32; divisor: None or (b, h, c, 1).
+    A float32 output receives the product directly; others get it cast after the division.
+    """
+    if out.dtype == torch.float32:
+        result = torch.matmul(probs, values, out=out)
+    else:
+        result = torch.matmul(probs, values)
+    if divisor is not None:
+        result.div_(divisor)
+    if result is not out:
+        out.copy_(result)
+
+
+def _logsumexp_others(q_chunk, k_others, heads_index, mask_chunk, others):
+    """logsumexp (b, h, c, 1) float32 of the logits of the keys outside key_slice (-inf if none),
+    one key group at a time; None without key_slice. k_others: the scaled keys of each group in
+    ``others``, (B, H, L_group, D), of which the chunk uses heads_index."""
+    if others is None:
+        return None
+    lse = q_chunk.new_full(q_chunk.shape[:-1] + (1,), -torch.inf)
+    for k_group, group in zip(k_others, others):
+        scores = _logits(q_chunk, k_group[heads_index], _mask_keys(mask_chunk, group))
+        lse = torch.logaddexp(lse, torch.logsumexp(scores, dim=-1, keepdim=True))
+        del scores
+    return lse
+
+
+def _key_groups(key_slice, keys):
+    """(selected, others): the key index of key_slice (slice(None) without one) and a list of
+    indices covering every other key, or None without key_slice. Indices are slices, or LongTensors
+    for a slice whose step is not 1 (tensors cannot be sliced with negative steps)."""
+    if key_slice is None:
+        return slice(None), None
+    if not isinstance(key_slice, slice):
+        raise ValueError(f"key_slice must be a slice over the keys or None, got {type(key_slice).__name__}")
+    chosen = range(keys)[key_slice]
+    if len(chosen) == 0:
+        raise ValueError(f"key_slice {key_slice} selects no key out of {keys}")
+    if chosen.step == 1:
+        others = [slice(0, chosen.start), slice(chosen.stop, keys)]
+        return slice(chosen.start, chosen.stop), [group for group in others if group.stop > group.start]
+    rest = sorted(set(range(keys)) - set(chosen))
+    return torch.tensor(list(chosen)), ([torch.tensor(rest)] if rest else [])
+
+
+def _rows_per_chunk(keys, max_score_elements, device):
+    """How many (batch, head, query) rows of ``keys`` logits one chunk may hold."""
+    if isinstance(max_score_elements, bool) or not isinstance(max_score_elements, int):
+        raise ValueError(f"max_score_elements must be an int, got {max_score_elements!r}")
+    rows = max_score_elements // (_LIVE_SCORE_BUFFERS * keys)
+    if rows < 1:
+        raise ValueError(
+            f"max_score_elements must be at least {_LIVE_SCORE_BUFFERS * keys} "
+            f"({_LIVE_SCORE_BUFFERS} buffers of one row of {keys} keys), got {max_score_elements}"
+        )
+    if device.type == "cpu":
+        rows = min(rows, max(1, _CPU_BUFFER_ELEMENTS // keys))
+    return rows
+
+
+def _chunks(batch, heads, queries, rows):
+    """Yield index tuples (batch slice, head slice, query slice) of at most ``rows`` rows that
+    cover (batch, heads, queries) and are each contiguous in a (B, H, Lq, ...) tensor: whole
+    batches, else whole heads, else blocks of queries of one head."""
+    if rows >= heads * queries:
+        for start in _block_starts(batch, rows // (heads * queries)):
+            yield slice(start[0], start[1]), slice(None), slice(None)
+    elif rows >= queries:
+        for b in range(batch):
+            for start in _block_starts(heads, rows // queries):
+                yield slice(b, b + 1), slice(start[0], start[1]), slice(None)
+    else:
+        for b in range(batch):
+            for h in range(heads):
+                for start in _block_starts(queries, rows):
+                    yield slice(b, b + 1), slice(h, h + 1), slice(start[0], start[1])
+
+
+def _block_starts(length, largest):
+    """(start, stop) of equal blocks of at most ``largest`` covering range(length): no small
+    remainder block that pays the fixed cost of a chunk for little work."""
+    blocks = -(-length // largest)
+    size = -(-length // blocks)
+    return [(start, min(start + size, length)) for start in range(0, length, size)]
+
+
+def _mask_4d(mask, shape):
+    """Validate ``mask`` against shape (B, H, Lq, Lk) and return it as a 4-d view (or None)."""
+    if mask is None:
+        return None
+    if not isinstance(mask, torch.Tensor):
+        raise ValueError(f"mask must be a torch.Tensor or None, got {type(mask).__name__}")
+    if mask.dtype != torch.bool and not mask.dtype.is_floating_point:
+        raise ValueError(f"mask must be bool (True = keep) or an additive float tensor, got {mask.dtype}")
+    try:
+        fits = mask.ndim <= 4 and torch.broadcast_shapes(mask.shape, shape) == shape
+    except RuntimeError:
+        fits = False
+    if not fits:
+        raise ValueError(f"mask of shape {tuple(mask.shape)} does not broadcast to (B, H, Lq, Lk) = {shape}")
+    return mask.reshape((1,) * (4 - mask.ndim) + tuple(mask.shape))
+
+
+def _mask_chunk(mask, index):
+    """The part of a 4-d broadcastable mask for one chunk; broadcast (size 1) axes stay whole."""
+    if mask is None:
+        return None
+    return mask[tuple(part if size > 1 else slice(None) for part, size in zip(index, mask.shape))]
+
+
+def _mask_keys(mask_chunk, group):
+    """The columns of a mask chunk for one key group (unless the mask broadcasts over keys)."""
+    if mask_chunk is None or mask_chunk.shape[-1] == 1:
+        return mask_chunk
+    return mask_chunk[..., group]
+
+
+def _check_qkv(q, k, v):
+    """Raise ValueError naming q, k or v unless they are (B,H,Lq,D), (B,H,Lk,D), (B,H,Lk,Dv)."""
+    _checks.tensor_ndim("q", q, 4, "(B, H, Lq, D)")
+    _checks.tensor_ndim("k", k, 4, "(B, H, Lk, D)")
+    _checks.tensor_ndim("v", v, 4, "(B, H, Lk, Dv)")
+    batch, heads, _, dim = q.shape
+    if k.shape[:2] != (batch, heads) or k.shape[3] != dim:
+        raise ValueError(
+            f"k must have shape (B, H, Lk, D) = ({batch}, {heads}, Lk, {dim}) like q, got {tuple(k.shape)}"
+        )
+    if k.shape[2] == 0:
+        raise ValueError("k must have at least one key, got Lk = 0")
+    if v.shape[:3] != k.shape[:3]:
+        raise ValueError(
+            f"v must have shape (B, H, Lk, Dv) with (B, H, Lk) = {tuple(k.shape[:3])} like k, got {tuple(v.shape)}"
+        )
