@@ -32,7 +32,8 @@ def main():
     args = parser.parse_args()
 
     args.out.mkdir(parents=True, exist_ok=True)
-    base_dir = args.out / "comfyui"
+    # ComfyUI's own folders (custom_nodes links back to this repository) stay out of the tree.
+    base_dir = PACK_DIR / ".cache" / "example_comfyui"
     server = ComfyServer(base_dir)
     models = base_dir / "models"
     workflow = json.loads(WORKFLOW.read_text())
