@@ -23,7 +23,6 @@ import comfy_env  # noqa: E402
 comfy_env.import_comfy()
 
 import psutil  # noqa: E402
-import torch  # noqa: E402
 
 import tiny_models  # noqa: E402
 

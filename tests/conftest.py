@@ -18,11 +18,20 @@ _LAYER_MARKERS = {
 }
 
 
+_LAYER_ORDER = ["unit", "integration", "server", "browser"]
+
+
 def pytest_collection_modifyitems(config, items):
+    # Fast layers first: a broken build fails in seconds, not after the browser tests.
+    items.sort(key=lambda item: _LAYER_ORDER.index(_layer(item)) if _layer(item) in _LAYER_ORDER else 0)
     for item in items:
-        layer = pathlib.Path(str(item.fspath)).parent.name
+        layer = _layer(item)
         for marker in _LAYER_MARKERS.get(layer, ()):
             item.add_marker(getattr(pytest.mark, marker))
+
+
+def _layer(item):
+    return pathlib.Path(str(item.fspath)).parent.name
 
 
 @pytest.fixture(scope="session")

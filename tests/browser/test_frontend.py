@@ -1,9 +1,12 @@
 """The pack in the real frontend: its nodes are found by node search, and a workflow that uses
 them loads without missing-node warnings and runs to completion from the browser."""
 import json
+import pathlib
 import time
 
 from api_workflows import tiny_workflow
+
+PACK_DIR = pathlib.Path(__file__).resolve().parents[2]
 
 
 def test_pack_nodes_appear_in_node_search(page):
@@ -36,3 +39,31 @@ def test_workflow_loads_and_runs_from_browser(page, comfy_server):
         raise AssertionError("the prompt queued from the browser never reached /history")
     own_errors = [e for e in page.console_errors if "GAG" in e or "gag" in e]
     assert not own_errors, own_errors
+
+
+def test_comparison_workflow_runs_and_its_images_appear(page, comfy_server):
+    import tiny_swap
+    import ui_workflow
+
+    tiny_swap.link_tiny_files(comfy_server.base_dir / "models")
+    shipped = json.loads((PACK_DIR / "workflows" / "gag_comparison.json").read_text())
+    prompt = tiny_swap.tiny_prompt(ui_workflow.to_api(shipped, comfy_server.get("/object_info")), "sd15")
+    page.evaluate("async (prompt) => { await window.app.loadApiJson(prompt, 'gag-comparison'); }", prompt)
+    before = set(comfy_server.get("/history"))
+    page.evaluate("async () => { await window.app.queuePrompt(0, 1); }")
+    save_nodes = [node_id for node_id, node in prompt.items() if node["class_type"] == "SaveImage"]
+    deadline = time.monotonic() + 180
+    shown = []
+    while time.monotonic() < deadline and len(shown) < len(save_nodes):
+        # The frontend's record of each node's outputs (it draws them once the node is in view).
+        shown = page.evaluate("""(ids) => ids.filter(id => window.app.nodeOutputs?.[id]?.images?.length)""", save_nodes)
+        time.sleep(0.5)
+    assert set(comfy_server.get("/history")) - before, "the prompt never reached the server"
+    assert sorted(shown) == sorted(save_nodes), f"images shown in {shown} of {save_nodes}"
+    sizes = page.evaluate("""async (ids) => Promise.all(ids.map(async id => {
+        const image = window.app.nodeOutputs[id].images[0];
+        const params = new URLSearchParams({filename: image.filename, subfolder: image.subfolder, type: image.type});
+        const bitmap = await createImageBitmap(await (await window.app.api.fetchApi(`/view?${params}`)).blob());
+        return [bitmap.width, bitmap.height];
+    }))""", save_nodes)
+    assert all(width > 0 and height > 0 for width, height in sizes), sizes

@@ -1,5 +1,7 @@
 """In-process ComfyUI for the integration tests: the pack is imported the way ComfyUI imports a
 custom node (a package named after its folder), and tiny models are built once per session."""
+import asyncio
+import concurrent.futures
 import gc
 import importlib.util
 import sys
@@ -12,8 +14,8 @@ import comfy_env
 comfy_env.import_comfy()
 
 import tiny_models  # noqa: E402
+from pack_testing import PACK_MODULE  # noqa: E402
 
-PACK_MODULE = "ComfyUI_GAG_under_test"
 
 
 @pytest.fixture(scope="session")
@@ -29,12 +31,17 @@ def pack():
     return sys.modules[PACK_MODULE]
 
 
+async def _pack_nodes(pack):
+    extension = await pack.comfy_entrypoint()
+    return await extension.get_node_list()
+
+
 @pytest.fixture(scope="session")
 def node_classes(pack):
-    import asyncio
-
-    extension = asyncio.run(pack.comfy_entrypoint())
-    return {node.define_schema().node_id: node for node in asyncio.run(extension.get_node_list())}
+    # In a worker thread: the browser layer's playwright keeps an event loop running in this one.
+    with concurrent.futures.ThreadPoolExecutor(1) as worker:
+        nodes = worker.submit(asyncio.run, _pack_nodes(pack)).result()
+    return {node.define_schema().node_id: node for node in nodes}
 
 
 _MODELS = {}
@@ -54,23 +61,3 @@ def tiny_model():
     # Released while ComfyUI is still importable: ModelPatcher's finaliser needs it.
     _MODELS.clear()
     gc.collect()
-
-
-def run_node(node_class, **inputs):
-    """Execute a V3 node the way ComfyUI does and return its outputs as a tuple."""
-    return node_class.execute(**inputs).result
-
-
-class CallRecorder:
-    """An attention override installed after the pack's: records the first joint call's inputs
-    and the outputs with and without the pack's patch."""
-
-    def __init__(self, inner):
-        self.inner = inner
-        self.calls = []
-
-    def __call__(self, func, *args, **kwargs):
-        output = self.inner(func, *args, **kwargs)
-        if not self.calls and (kwargs.get("transformer_options") or {}).get("block_type"):
-            self.calls.append((args, dict(kwargs), func(*args, **kwargs), output))
-        return output

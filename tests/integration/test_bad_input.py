@@ -1,12 +1,11 @@
 """Odd and bad input, as a table: every case either runs (finite output) or is refused before
 sampling with a ValueError that names the input and says what is valid."""
-import logging
 import math
 
 import pytest
 import torch
 
-from conftest import run_node
+from pack_testing import run_node
 from tiny_models import random_conditioning, sample
 
 GAG, ADV, PLADIS = "GAGAttentionGuidance", "GAGAttentionGuidanceAdvanced", "PLADISAttentionGuidance"

@@ -5,7 +5,7 @@ import torch
 import gag_core
 from tiny_models import FAMILIES, sample
 
-from conftest import CallRecorder, run_node
+from pack_testing import CallRecorder, run_node
 
 
 def circulation(node_classes, model, advanced=False, **inputs):

@@ -8,7 +8,7 @@ import gag_core
 from gag_core.delta import guidance_delta
 from tiny_models import FAMILIES, sample
 
-from conftest import CallRecorder, run_node
+from pack_testing import CallRecorder, run_node
 
 
 def patched(node_classes, node_id, model, **inputs):
@@ -112,3 +112,21 @@ def test_same_seed_same_settings_bit_identical(node_classes, tiny_model, family)
         both = run_node(node_classes["AttentionCirculationControl"], model=gag, alpha=1.2)[0]
         runs.append(sample(both, family, seed=11))
     assert torch.equal(runs[0], runs[1])
+
+
+def test_pack_node_after_another_packs_override_composes(node_classes, tiny_model):
+    """Another pack's attention override (here: one that scales every attention output) stays
+    in force under the pack's patch."""
+    model = tiny_model("flux")
+
+    def halve_attention(func, *args, **kwargs):
+        return func(*args, **kwargs) * 0.5
+
+    foreign = model.clone()
+    foreign.model_options.setdefault("transformer_options", {})["optimized_attention_override"] = halve_attention
+    foreign_only = sample(foreign, "flux")
+    both = sample(run_node(node_classes["GAGAttentionGuidance"], model=foreign)[0], "flux")
+    gag_only = sample(run_node(node_classes["GAGAttentionGuidance"], model=model)[0], "flux")
+    assert not torch.equal(both, foreign_only) and not torch.equal(both, gag_only)
+    identity = run_node(node_classes["GAGAttentionGuidanceAdvanced"], model=foreign, strength=0.0)[0]
+    assert torch.equal(sample(identity, "flux"), foreign_only)

@@ -7,7 +7,7 @@ import torch
 
 from tiny_models import FAMILIES, sample
 
-from conftest import PACK_MODULE, run_node
+from pack_testing import PACK_MODULE, run_node
 
 EXPECTED_BLOCKS = {
     "sd15": "input 1-2, 4-5, 7-8, middle 0, output 3-11",

@@ -3,12 +3,11 @@ nothing when its output is not connected."""
 import json
 
 import pytest
-import torch
 
 import gag_core
 import gag_core.diagnostics
 
-from conftest import run_node
+from pack_testing import CallRecorder, run_node
 from tiny_models import sample
 
 
@@ -66,8 +65,6 @@ def test_probe_numbers_match_gag_core_on_captured_tensors(node_classes, tiny_mod
 
 
 def test_probe_circulation_numbers_match_gag_core(node_classes, tiny_model):
-    from conftest import CallRecorder
-
     circ = run_node(node_classes["AttentionCirculationControlAdvanced"], model=tiny_model("flux"), alpha=1.2,
                     adaptive="dev", layers="double 0")[0]
     probed, geometry = probe(node_classes, circ)

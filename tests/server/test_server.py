@@ -46,3 +46,13 @@ def test_workflow_runs_over_http(comfy_server, family, latent):
     entry = comfy_server.run(tiny_workflow(family, latent_node=latent))
     assert entry["status"]["completed"]
     assert list((comfy_server.base_dir / "output").glob(f"gag_{family}*.latent"))
+
+
+def test_bad_input_is_reported_to_the_ui_with_the_input_named(comfy_server):
+    prompt = tiny_workflow("sdxl", guidance_node="GAGAttentionGuidanceAdvanced")
+    prompt["guided"]["inputs"]["layers"] = "input 99"
+    prompt_id = comfy_server.queue(prompt)
+    with pytest.raises(RuntimeError) as error:
+        comfy_server.wait(prompt_id)
+    assert "layers: block 'input 99' has no attention in this model" in str(error.value)
+    assert "input 4-5, 7-8, middle 0, output 0-5" in str(error.value)

@@ -17,7 +17,6 @@ import numpy as np
 import pytest
 from PIL import Image
 
-import tiny_files
 import tiny_swap
 import ui_workflow
 

@@ -3,6 +3,15 @@ import pytest
 import torch
 
 
+@pytest.fixture(autouse=True, scope="module")
+def _one_thread():
+    """These tensors are tiny: a second intra-op thread only adds waits on a busy machine."""
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)
+
+
 def entmax_reference(scores, alpha):
     """alpha-entmax along the last axis by float64 bisection of the threshold equation.
 

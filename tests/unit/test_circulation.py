@@ -9,13 +9,6 @@ import torch.nn.functional as F
 from gag_core.circulation import circulation_attention, circulation_logits_qk, symmetricity
 
 
-@pytest.fixture(autouse=True, scope="module")
-def _one_thread():
-    """These tensors are tiny: a second intra-op thread only adds waits on a busy machine."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
 
 
 def _layer(batch=2, length=24, channels=20, heads=3, dim=8, gain=3.0, bias=True, seed=0, dtype=torch.float32):

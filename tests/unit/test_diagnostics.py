@@ -8,13 +8,6 @@ from gag_core.diagnostics import guidance_diagnostics, hopfield_diagnostics, hop
 from gag_core.guidance import gag
 
 
-@pytest.fixture(autouse=True, scope="module")
-def _one_thread():
-    """These tensors are tiny: a second intra-op thread only adds waits on a busy machine."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
 
 
 def _layer(batch=2, length=20, channels=10, heads=3, dim=4, seed=0):

@@ -13,13 +13,6 @@ from gag_core import hopfield
 LAMS = (0.5, 1, 2, 4, 5, 6, 8)
 
 
-@pytest.fixture(autouse=True, scope="module")
-def _one_thread():
-    """These tensors are tiny: a second intra-op thread only adds waits on a busy machine."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
 
 
 @pytest.fixture(scope="module", params=[0, 1, 2])
