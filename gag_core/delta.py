@@ -22,11 +22,11 @@ def guidance_delta(q, k, v, combine, alpha=1.5, mask=None, key_slice=None, max_s
     """
     if key_slice is None:
         dense, sparse = sparse_dense_attention(q, k, v, alpha, mask=mask, max_score_elements=max_score_elements)
-        mass = 1.0
     else:
         dense, sparse, mass = sparse_dense_attention(
             q, k, v, alpha, mask=mask, key_slice=key_slice, max_score_elements=max_score_elements
         )
     if observe is not None:
         observe(dense, sparse)
-    return (mass * (combine(dense, sparse).float() - dense.float())).to(q.dtype)
+    delta = combine(dense, sparse).float() - dense.float()
+    return (delta if key_slice is None else mass * delta).to(q.dtype)

@@ -43,7 +43,7 @@ class GuidanceRule:
         observe = None if recorder is None else functools.partial(recorder.guidance, call, self)
         if call.kind == "cross":
             delta = guidance_delta(call.q, call.k, call.v, self.combine, self.alpha, mask=call.mask, observe=observe)
-            return call.add_to_rows(output, self.strength * delta, 0)
+            return call.add_to_rows(output, self._scaled(delta), 0)
         text = call.text_tokens
         mask = call.mask
         if mask is not None and mask.shape[-2] == call.q.shape[2]:
@@ -52,7 +52,10 @@ class GuidanceRule:
             call.q[:, :, text:], call.k, call.v, self.combine, self.alpha, mask=mask,
             key_slice=None if self.all_keys else slice(0, text), observe=observe,
         )
-        return call.add_to_rows(output, self.strength * delta, text)
+        return call.add_to_rows(output, self._scaled(delta), text)
+
+    def _scaled(self, delta):
+        return delta if self.strength == 1.0 else self.strength * delta
 
 
 def _patch_guidance(node_class, model, rule, layers, start_percent, end_percent):
