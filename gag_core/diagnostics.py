@@ -18,12 +18,12 @@ import math
 import torch
 
 from . import _checks
+from .guidance import check_rule_arguments
 
 # Channels are processed in groups so that the float32 working set stays near this many
 # elements per tensor, whatever the layer size.
 _GROUP_ELEMENTS = 2**24
 _EPS = 1e-8
-_CAPS = ("absolute", "relative")
 
 
 def hopfield_diagnostics(x, xi, w_q, w_k, heads, max_channels=128):
@@ -90,14 +90,7 @@ def guidance_diagnostics(dense, sparse, eta=15.0, zeta=0.0, cap="absolute"):
     "relative_discrepancy" mean ||Delta|| / ||sparse||, "cap_fraction" the fraction of vectors
     where the cap binds, "cap_factor" mean min(1, limit/||g||).
     """
-    for name, tensor in (("dense", dense), ("sparse", sparse)):
-        if not isinstance(tensor, torch.Tensor) or tensor.ndim == 0:
-            raise ValueError(f"{name} must be a torch.Tensor of shape (..., D)")
-    _checks.same_shape("dense", dense, "sparse", sparse)
-    eta = _checks.number_in_range("eta", eta, 0.0, math.inf, allow_inf=True)
-    zeta = _checks.finite_number("zeta", zeta)
-    if cap not in _CAPS:
-        raise ValueError(f"cap must be one of {_CAPS}, got {cap!r}")
+    eta, zeta = check_rule_arguments(dense, sparse, eta, zeta, cap)
     retrieval = sparse.float()
     delta = retrieval - dense.float()
     r_norm = torch.linalg.vector_norm(retrieval, dim=-1)

@@ -41,12 +41,8 @@ def gag(dense, sparse, scale=10.0, eta=15.0, zeta=0.0, cap="absolute", return_st
     holds float32 tensors of shape (...): "parallel_norm" ||Delta_par||, "orthogonal_norm"
     ||Delta_perp||, "guidance_norm" ||g||, and bool "cap_bound" (||g|| > limit).
     """
-    _check_pair(dense, sparse)
     scale = _checks.finite_number("scale", scale)
-    eta = _checks.number_in_range("eta", eta, 0.0, math.inf, allow_inf=True)
-    zeta = _checks.finite_number("zeta", zeta)
-    if cap not in _CAPS:
-        raise ValueError(f"cap must be one of {_CAPS}, got {cap!r}")
+    eta, zeta = check_rule_arguments(dense, sparse, eta, zeta, cap)
 
     retrieval = sparse.float()
     delta = retrieval - dense.float()
@@ -89,6 +85,16 @@ def _cap_limit(eta, cap, r_norm):
     if cap == "absolute" or eta == math.inf:
         return eta
     return eta * r_norm
+
+
+def check_rule_arguments(dense, sparse, eta, zeta, cap):
+    """Validate GAG's inputs and settings (ValueError naming the argument); returns (eta, zeta)."""
+    _check_pair(dense, sparse)
+    eta = _checks.number_in_range("eta", eta, 0.0, math.inf, allow_inf=True)
+    zeta = _checks.finite_number("zeta", zeta)
+    if cap not in _CAPS:
+        raise ValueError(f"cap must be one of {_CAPS}, got {cap!r}")
+    return eta, zeta
 
 
 def _check_pair(dense, sparse):
