@@ -58,6 +58,14 @@ class GuidanceRule:
         return delta if self.strength == 1.0 else self.strength * delta
 
 
+def gag_scale_input():
+    return io.Float.Input(
+        "scale", optional=True, default=10.0, min=0.0, max=50.0, step=0.1,
+        tooltip="How hard attention is pushed toward the relevant prompt words. Higher follows "
+        "the prompt more tightly; too high gives harsh, oversaturated detail.",
+    )
+
+
 def _patch_guidance(node_class, model, rule, layers, start_percent, end_percent):
     window = Window.from_percent(model, start_percent, end_percent)
     layout = model_layout(model, node_class.__name__)
@@ -80,11 +88,7 @@ class GAGAttentionGuidance(io.ComfyNode):
             "CFG 1 (Turbo, Lightning, DMD2, schnell).",
             inputs=[
                 io.Model.Input("model", tooltip="The diffusion model to guide (SD1.5, SDXL, FLUX, SD3, Qwen-Image)."),
-                io.Float.Input(
-                    "scale", optional=True, default=10.0, min=0.0, max=50.0, step=0.1,
-                    tooltip="How hard attention is pushed toward the relevant prompt words. Higher follows "
-                    "the prompt more tightly; too high gives harsh, oversaturated detail.",
-                ),
+                gag_scale_input(),
                 *schedule_inputs(),
             ],
             outputs=[io.Model.Output(tooltip="The model with GAG applied to its attention.")],
@@ -108,10 +112,7 @@ class GAGAttentionGuidanceAdvanced(io.ComfyNode):
             "blocks, and for FLUX/SD3/Qwen-Image which keys are guided.",
             inputs=[
                 io.Model.Input("model", tooltip="The diffusion model to guide."),
-                io.Float.Input(
-                    "scale", optional=True, default=10.0, min=0.0, max=50.0, step=0.1,
-                    tooltip="How hard attention is pushed toward the relevant prompt words.",
-                ),
+                gag_scale_input(),
                 io.Float.Input(
                     "strength", optional=True, default=1.0, min=0.0, max=1.0, step=0.01,
                     tooltip="Blend between plain attention (0, the model unchanged) and full GAG (1). "
