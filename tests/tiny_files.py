@@ -2,8 +2,7 @@
 CheckpointLoaderSimple / UNETLoader / VAELoader (in-process or over HTTP) instead of building models
 directly (tiny_models.py).
 
-Layout written under ``models_dir`` (ComfyUI's own folder names, so ``models_dir`` can serve as a
-``base_path`` in extra_model_paths.yaml, see ``extra_model_paths_yaml``):
+Layout written under ``models_dir`` (ComfyUI's own folder names):
 
     checkpoints/gag_tiny_sd15.safetensors       SD15  UNet 25.8 M params, 54 MiB
     checkpoints/gag_tiny_sdxl.safetensors       SDXL  UNet 132.4 M params, 257 MiB
@@ -162,7 +161,6 @@ for _tae in TAESDS:
             f"{_tae}_{_part}", "vae_approx", f"{_tae}_{_part}.safetensors", f"taesd_{_part}", _tae)
 
 # The ComfyUI model folders ensure_files writes into.
-FOLDERS = sorted({f.folder for f in FILES.values()})
 
 
 def default_cache_dir():
@@ -198,23 +196,6 @@ def ensure_files(models_dir=None, names=None):
 def vae_name(family):
     """The VAELoader choice that matches a checkpoint family ("taesd", "taesdxl", "taesd3")."""
     return CHECKPOINTS[family].taesd
-
-
-def extra_model_paths_yaml(models_dir=None, key="gag_tiny"):
-    """Text of an extra_model_paths.yaml pointing a ComfyUI server at ``models_dir``."""
-    models_dir = pathlib.Path(models_dir) if models_dir is not None else default_cache_dir()
-    lines = [f"{key}:", f"    base_path: {json.dumps(str(models_dir))}"]
-    lines += [f"    {folder}: {folder}" for folder in FOLDERS]
-    return "\n".join(lines) + "\n"
-
-
-def register_folders(models_dir=None):
-    """Add ``models_dir``'s folders to an in-process ComfyUI's folder_paths (global, permanent)."""
-    import folder_paths
-
-    models_dir = pathlib.Path(models_dir) if models_dir is not None else default_cache_dir()
-    for folder in FOLDERS:
-        folder_paths.add_model_folder_path(folder, str(models_dir / folder))
 
 
 def _stored_hash(path):
