@@ -160,7 +160,6 @@ for _tae in TAESDS:
         FILES[f"{_tae}_{_part}"] = _File(
             f"{_tae}_{_part}", "vae_approx", f"{_tae}_{_part}.safetensors", f"taesd_{_part}", _tae)
 
-# The ComfyUI model folders ensure_files writes into.
 
 
 def default_cache_dir():
