@@ -13,9 +13,7 @@ import math
 import os
 import pathlib
 import platform
-import statistics
 import sys
-import time
 
 import torch
 import torch.nn.functional as F
@@ -23,6 +21,7 @@ import torch.nn.functional as F
 sys.path.insert(0, str(pathlib.Path(__file__).resolve().parents[1]))
 from gag_core.circulation import circulation_attention  # noqa: E402
 from gag_core.diagnostics import hopfield_diagnostics, hopfield_diagnostics_qk  # noqa: E402
+from timing import time_call  # noqa: E402
 
 SHAPES = ((4096, 640, 10, 64), (1024, 1280, 20, 64))  # (L, C, heads, head dim)
 ALPHA, BETA = 1.05, 3.0  # the paper's operating point
@@ -46,27 +45,6 @@ def random_layer(batch, length, channels, heads, dim, device, dtype, seed):
         w_q=w_q, w_k=w_k, w_v=w_v, b_v=b_v,
     )
     return {name: t.to(device=device, dtype=dtype) for name, t in tensors.items()}
-
-
-def time_call(fn, inputs, trials, warmup, device):
-    """(median seconds of fn(layer) over ``trials`` calls rotating through the input sets, last output)."""
-    for i in range(warmup):
-        fn(inputs[i % len(inputs)])
-    times = []
-    for i in range(trials):
-        layer = inputs[i % len(inputs)]
-        if device.type == "cuda":
-            start, end = torch.cuda.Event(enable_timing=True), torch.cuda.Event(enable_timing=True)
-            start.record()
-            output = fn(layer)
-            end.record()
-            torch.cuda.synchronize()
-            times.append(start.elapsed_time(end) / 1e3)
-        else:
-            began = time.perf_counter()
-            output = fn(layer)
-            times.append(time.perf_counter() - began)
-    return statistics.median(times), output
 
 
 def methods():

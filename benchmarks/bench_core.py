@@ -18,9 +18,7 @@ import math
 import os
 import pathlib
 import platform
-import statistics
 import sys
-import time
 
 import torch
 import torch.nn.functional as F
@@ -29,6 +27,7 @@ from torch.profiler import ProfilerActivity, profile
 
 sys.path.insert(0, str(pathlib.Path(__file__).resolve().parents[1]))
 from gag_core import gag, sparse_dense_attention  # noqa: E402
+from timing import time_call  # noqa: E402
 
 SHAPES = (  # name, batch, heads, queries, keys, head dim
     ("SDXL cross 4096x77", 2, 10, 4096, 77, 64),
@@ -49,27 +48,6 @@ def ours(q, k, v):
     """gag_core: dense and sparse outputs from chunked shared logits, then GAG."""
     dense, sparse = sparse_dense_attention(q, k, v)
     return gag(dense, sparse)
-
-
-def time_call(fn, inputs, trials, warmup, device):
-    """(median seconds of fn(*qkv) over ``trials`` calls rotating through the input sets, last output)."""
-    for i in range(warmup):
-        fn(*inputs[i % len(inputs)])
-    times = []
-    for i in range(trials):
-        qkv = inputs[i % len(inputs)]
-        if device.type == "cuda":
-            start, end = torch.cuda.Event(enable_timing=True), torch.cuda.Event(enable_timing=True)
-            start.record()
-            output = fn(*qkv)
-            end.record()
-            torch.cuda.synchronize()
-            times.append(start.elapsed_time(end) / 1e3)
-        else:
-            began = time.perf_counter()
-            output = fn(*qkv)
-            times.append(time.perf_counter() - began)
-    return statistics.median(times), output
 
 
 def peak_bytes(fn, qkv, device):
@@ -118,8 +96,8 @@ def main():
             inputs = [random_qkv(batch, heads, queries, keys, dim, device, dtype, seed) for seed in (0, 1)]
             # The sort-based pass takes seconds per call on CPU at the FLUX shape.
             slow = args.quick and device.type == "cpu" and keys > 256
-            naive_s, naive_out = time_call(naive, inputs, 1 if slow else trials, 0 if slow else warmup, device)
-            ours_s, ours_out = time_call(ours, inputs, trials, warmup, device)
+            naive_s, naive_out = time_call(lambda qkv: naive(*qkv), inputs, 1 if slow else trials, 0 if slow else warmup, device)
+            ours_s, ours_out = time_call(lambda qkv: ours(*qkv), inputs, trials, warmup, device)
             naive_mem, ours_mem = peak_bytes(naive, inputs[0], device), peak_bytes(ours, inputs[0], device)
             # Both last calls saw the same input set, so the outputs are comparable.
             diff = ((ours_out.float() - naive_out.float()).abs().max() / naive_out.float().abs().max()).item()

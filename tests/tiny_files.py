@@ -161,7 +161,6 @@ for _tae in TAESDS:
             f"{_tae}_{_part}", "vae_approx", f"{_tae}_{_part}.safetensors", f"taesd_{_part}", _tae)
 
 
-
 def default_cache_dir():
     """GAG_TEST_CACHE if set, else <pack>/.cache/tiny_models (git-ignored)."""
     return pathlib.Path(os.environ.get(CACHE_ENV_VAR) or DEFAULT_CACHE_DIR)
