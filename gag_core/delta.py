@@ -30,3 +30,21 @@ def guidance_delta(q, k, v, combine, alpha=1.5, mask=None, key_slice=None, max_s
         observe(dense, sparse)
     delta = combine(dense, sparse).float() - dense.float()
     return (delta if key_slice is None else mass * delta).to(q.dtype)
+
+
+def joint_guidance_delta(q, k, v, combine, text_tokens, alpha=1.5, mask=None, all_keys=False,
+                         max_score_elements=2**24, observe=None):
+    """Guidance for the image queries of a joint attention whose first ``text_tokens`` tokens
+    (queries and keys alike) are text (METHODS section 3).
+
+    q, k, v: (B, H, L, D); mask broadcastable to (B, H, L, L). The image queries' text-key share is
+    replaced (all_keys=False, the default) or their whole row (all_keys=True); text queries are
+    left alone. Returns the delta for the image queries, (B, H, L - text_tokens, D) in q's dtype.
+    """
+    if mask is not None and mask.shape[-2] == q.shape[2]:
+        mask = mask[..., text_tokens:, :]
+    return guidance_delta(
+        q[:, :, text_tokens:], k, v, combine, alpha, mask=mask,
+        key_slice=None if all_keys else slice(0, text_tokens),
+        max_score_elements=max_score_elements, observe=observe,
+    )

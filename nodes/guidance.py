@@ -8,7 +8,7 @@ from comfy_api.latest import io
 
 from ..gag_core import gag, pladis
 from ..gag_core._checks import entmax_alpha, finite_number, number_in_range
-from ..gag_core.delta import guidance_delta
+from ..gag_core.delta import guidance_delta, joint_guidance_delta
 from .inputs import CATEGORY, alpha_input, layers_input, schedule_inputs
 from .layout import parse_selection
 from .patching import PROBE_KEY, Window, install, model_layout
@@ -45,12 +45,9 @@ class GuidanceRule:
             delta = guidance_delta(call.q, call.k, call.v, self.combine, self.alpha, mask=call.mask, observe=observe)
             return call.add_to_rows(output, self._scaled(delta), 0)
         text = call.text_tokens
-        mask = call.mask
-        if mask is not None and mask.shape[-2] == call.q.shape[2]:
-            mask = mask[..., text:, :]
-        delta = guidance_delta(
-            call.q[:, :, text:], call.k, call.v, self.combine, self.alpha, mask=mask,
-            key_slice=None if self.all_keys else slice(0, text), observe=observe,
+        delta = joint_guidance_delta(
+            call.q, call.k, call.v, self.combine, text, self.alpha, mask=call.mask, all_keys=self.all_keys,
+            observe=observe,
         )
         return call.add_to_rows(output, self._scaled(delta), text)
 

@@ -1,10 +1,12 @@
 """gag_core.attention.sparse_dense_attention against a materialised float64 reference."""
+import functools
 import math
 
 import pytest
 import torch
 from torch.profiler import ProfilerActivity, profile
 
+import gag_core
 from gag_core.attention import sparse_dense_attention
 
 B, H, LQ, LK, D = 2, 3, 37, 19, 8
@@ -201,3 +203,19 @@ def test_bad_shapes_raise(change, name):
 def test_bad_arguments_raise(kwargs, name):
     with pytest.raises(ValueError, match=name):
         sparse_dense_attention(*_qkv(), **kwargs)
+
+
+def test_joint_guidance_delta_guides_image_queries_against_text_keys():
+    from gag_core.delta import guidance_delta, joint_guidance_delta
+
+    generator = torch.Generator().manual_seed(3)
+    q, k, v = (torch.randn(2, 3, 24, 16, generator=generator) for _ in range(3))
+    mask = torch.rand(2, 1, 24, 24, generator=generator) > 0.2
+    mask[..., 0] = True
+    combine = functools.partial(gag_core.gag, scale=5.0)
+    joint = joint_guidance_delta(q, k, v, combine, 8, mask=mask)
+    assert joint.shape == (2, 3, 16, 16)
+    expected = guidance_delta(q[:, :, 8:], k, v, combine, mask=mask[..., 8:, :], key_slice=slice(0, 8))
+    torch.testing.assert_close(joint, expected)
+    every_key = joint_guidance_delta(q, k, v, combine, 8, mask=mask, all_keys=True)
+    torch.testing.assert_close(every_key, guidance_delta(q[:, :, 8:], k, v, combine, mask=mask[..., 8:, :]))
