@@ -151,7 +151,10 @@ class JointAttentionOverride(SharedOnCopy):
     def __call__(self, func, *args, **kwargs):
         call = self._joint_call(args, kwargs)
         replaces = call is not None and self.patch.mode == "replace"
+        if replaces and self.previous is None:
+            return call.to_output_layout(self.patch.attention(call))
         if replaces:
+            # Overrides installed before ours run on top of the replaced attention.
             func = _ReplacedAttention(self, func)
         output = self.previous(func, *args, **kwargs) if self.previous else func(*args, **kwargs)
         if call is None or replaces:
