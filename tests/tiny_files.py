@@ -160,6 +160,9 @@ for _tae in TAESDS:
         FILES[f"{_tae}_{_part}"] = _File(
             f"{_tae}_{_part}", "vae_approx", f"{_tae}_{_part}.safetensors", f"taesd_{_part}", _tae)
 
+# The ComfyUI model folders ensure_files writes into.
+FOLDERS = sorted({f.folder for f in FILES.values()})
+
 
 def default_cache_dir():
     """GAG_TEST_CACHE if set, else <pack>/.cache/tiny_models (git-ignored)."""
