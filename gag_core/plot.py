@@ -2,7 +2,7 @@
 
 ``line_plot`` draws one or more series with a title, axis labels, "nice" tick values, gridlines, a
 legend and one colour per series; non-finite values (and non-positive ones on a log axis) leave a
-gap in the line. ``grid`` tiles several plots into one image, for a node's IMAGE output.
+gap in the line. ``scatter_plot`` draws labelled points with interval whiskers on both axes. ``grid`` tiles several plots into one image, for a node's IMAGE output.
 """
 import math
 
@@ -49,6 +49,54 @@ def line_plot(series, title="", xlabel="", ylabel="", size=(640, 400), log_y=Fal
     _draw_labels(image, draw, fonts, box, title, xlabel, ylabel)
     if any(label for label, _, _ in curves):
         _draw_legend(draw, fonts["legend"], box, [label for label, _, _ in curves], pixels)
+    return image
+
+
+def scatter_plot(groups, title="", xlabel="", ylabel="", size=(800, 560)):
+    """Render labelled points with intervals, one colour per group.
+
+    groups: mapping group label -> list of points, each (x, y, (x_low, x_high), (y_low, y_high),
+    label); an interval may be None. Each point is drawn as a dot with whiskers over its intervals
+    and its label beside it. Returns an RGB PIL.Image of ``size`` (width, height).
+    """
+    width, height = int(size[0]), int(size[1])
+    if width < 120 or height < 100:
+        raise ValueError(f"size must be at least (120, 100), got {size!r}")
+    points = [(str(group), *point) for group, members in groups.items() for point in members]
+    if not points:
+        raise ValueError("groups must hold at least one point")
+    fonts = _fonts(height)
+    image = Image.new("RGB", (width, height), "white")
+    draw = ImageDraw.Draw(image)
+
+    def extent(values_of):
+        return [v for point in points for v in values_of(point) if v is not None and math.isfinite(v)]
+
+    xs = extent(lambda p: (p[1], *(p[3] or ())))
+    ys = extent(lambda p: (p[2], *(p[4] or ())))
+    x_range, x_ticks = _y_axis(xs, False, None)
+    y_range, y_ticks = _y_axis(ys, False, None)
+    y_labels = [_format_tick(t, y_ticks, False) for t in y_ticks]
+    box = _plot_box(draw, fonts, width, height, bool(title), bool(xlabel), bool(ylabel), y_labels)
+    to_px = _mapper(box, x_range, y_range)
+    _draw_grid_and_ticks(draw, fonts["tick"], box, to_px, x_ticks, y_ticks, y_labels)
+    colours = {group: _COLOURS[index % len(_COLOURS)] for index, group in enumerate(groups)}
+    radius = max(3, height // 140)
+    for group, x, y, x_interval, y_interval, label in points:
+        centre = to_px(x, y)
+        if centre is None:
+            continue
+        colour = colours[group]
+        if x_interval:
+            draw.line([to_px(x_interval[0], y), to_px(x_interval[1], y)], fill=colour, width=2)
+        if y_interval:
+            draw.line([to_px(x, y_interval[0]), to_px(x, y_interval[1])], fill=colour, width=2)
+        cx, cy = centre
+        draw.ellipse([cx - radius, cy - radius, cx + radius, cy + radius], fill=colour)
+        draw.text((cx + radius + 3, cy - radius - 2), str(label), fill=_TEXT, font=fonts["legend"])
+    _draw_labels(image, draw, fonts, box, title, xlabel, ylabel)
+    if len(groups) > 1:
+        _draw_legend(draw, fonts["legend"], box, list(colours), [[to_px(p[1], p[2])] for p in points])
     return image
 
 

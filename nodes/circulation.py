@@ -3,6 +3,7 @@ scores to trade fidelity against diversity (UNet self-attention, DiT joint atten
 import dataclasses
 import logging
 
+import comfy.ops
 from comfy_api.latest import io
 
 from ..gag_core import circulation_attention
@@ -47,8 +48,9 @@ class CirculationRule:
         projection = (self.value_projections or {}).get(key)
         if x is None or projection is None:
             return {}
-        weight = projection.weight.to(device=x.device, dtype=x.dtype)
-        bias = None if projection.bias is None else projection.bias.to(device=x.device, dtype=x.dtype)
+        # ComfyUI's own cast: under low-VRAM loading the weight may sit on the offload device with
+        # LoRA patches applied lazily per call, so the module's raw weight would be the wrong one.
+        weight, bias = comfy.ops.cast_bias_weight(projection, x)
         return dict(path="reference", x=x, w_v=weight, b_v=bias)
 
     def attention(self, call):

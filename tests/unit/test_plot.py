@@ -6,7 +6,7 @@ import pytest
 import torch
 from PIL import Image
 
-from gag_core.plot import grid, line_plot
+from gag_core.plot import grid, line_plot, scatter_plot
 
 _BLUE, _ORANGE = (31, 119, 180), (255, 127, 14)
 
@@ -62,3 +62,18 @@ def test_grid_tiles_images():
     assert grid([a], columns=4).size == (200, 150)
     with pytest.raises(ValueError, match="images"):
         grid([])
+
+
+def test_scatter_plot_draws_points_with_whiskers_in_group_colours():
+    groups = {
+        "CFG 1": [(0.3, 0.5, (0.25, 0.35), (0.45, 0.55), "baseline"), (0.35, 0.6, None, None, "GAG 5")],
+        "CFG 3": [(0.2, 0.8, (0.15, 0.25), (0.7, 0.9), "baseline")],
+    }
+    image = scatter_plot(groups, "trade-off", "diversity", "adherence", size=(500, 360))
+    assert image.size == (500, 360)
+    count = lambda im, colour: sum(n for n, c in im.getcolors(maxcolors=1 << 20) if c == colour)
+    assert count(image, _BLUE) > 0 and count(image, _ORANGE) > 0
+    no_whiskers = {group: [p[:2] + (None, None, p[4]) for p in points] for group, points in groups.items()}
+    assert count(image, _ORANGE) > count(scatter_plot(no_whiskers, size=(500, 360)), _ORANGE)
+    with pytest.raises(ValueError, match="at least one point"):
+        scatter_plot({})
