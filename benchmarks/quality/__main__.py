@@ -1,0 +1,54 @@
+"""Command line of the quality bench.
+
+    python -m benchmarks.quality train unet|dit [--steps N] [--threads T]
+    python -m benchmarks.quality run [--fast] [--models unet,dit]
+"""
+import argparse
+import sys
+
+import torch
+
+from . import comfy_setup
+
+
+def main(argv=None):
+    parser = argparse.ArgumentParser(prog="python -m benchmarks.quality", description=__doc__,
+                                     formatter_class=argparse.RawDescriptionHelpFormatter)
+    commands = parser.add_subparsers(dest="command", required=True)
+    train_parser = commands.add_parser("train", help="train one model and write its weights")
+    train_parser.add_argument("model", choices=["unet", "dit"])
+    train_parser.add_argument("--steps", type=int, default=0, help="default: the committed weights' steps")
+    train_parser.add_argument("--threads", type=int, default=0, help="torch CPU threads (0: torch's default)")
+    train_parser.add_argument("--checkpoint-every", type=int, default=250)
+    run_parser = commands.add_parser("run", help="measure every method on the trained models")
+    run_parser.add_argument("--fast", action="store_true", help="the CI version: fewer prompts, steps, settings")
+    run_parser.add_argument("--models", default="unet,dit")
+    run_parser.add_argument("--threads", type=int, default=0, help="torch CPU threads (0: torch's default)")
+    run_parser.add_argument("--output", default=None, help="folder for the results (default benchmarks/results)")
+    args = parser.parse_args(argv)
+    if getattr(args, "threads", 0):
+        torch.set_num_threads(args.threads)
+    comfy_setup.import_comfy()
+    if args.command == "train":
+        from . import models, train
+
+        steps = args.steps or models.TRAIN_STEPS[args.model]
+        train.train(args.model, models.TrainConfig(steps=steps), checkpoint_every=args.checkpoint_every,
+                    log=lambda line: print(line, flush=True))
+    else:
+        import dataclasses
+
+        from . import bench, report
+
+        config = bench.FAST if args.fast else bench.BenchConfig()
+        config = dataclasses.replace(config, models=tuple(args.models.split(",")))
+        results = bench.run(config, comfy_setup.pack_nodes(), log=lambda line: print(line, flush=True))
+        prompts, _, _ = bench.evaluation_set(config)
+        name = "quality_fast" if args.fast else "quality"
+        report.write(results, config, prompts, name=name, **({"directory": args.output} if args.output else {}))
+        print(f"wrote {name}.md, .json, _samples.png, _tradeoff.png")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,201 @@
+"""Runs the pack's methods on the bench's trained models and measures them, paired.
+
+Every setting samples the same prompts with the same noise (a paired design: another noise draw
+alone moves adherence by more than most method effects), through the pack's own nodes and
+ComfyUI's own sampler. Effects are reported as differences from the baseline at the same CFG, with
+95% intervals from a bootstrap over prompts.
+"""
+import dataclasses
+
+import torch
+
+from . import metrics, models, scenes
+
+BOOTSTRAP_SAMPLES = 2000
+SAMPLERS = {"unet": ("euler", "normal"), "dit": ("euler", "simple")}
+
+
+@dataclasses.dataclass(frozen=True)
+class Setting:
+    label: str
+    method: str  # baseline, PLADIS, GAG, circulation, GAG + circulation, identity
+    nodes: tuple = ()  # ((node id, ((input, value), ...)), ...), applied in order
+
+    def apply(self, model, pack_nodes):
+        for node_id, inputs in self.nodes:
+            model = pack_nodes[node_id].execute(model=model, **dict(inputs)).result[0]
+        return model
+
+
+def node(node_id, **inputs):
+    return node_id, tuple(sorted(inputs.items()))
+
+
+def gag(scale, eta=15.0, zeta=0.0):
+    return node("GAGAttentionGuidanceAdvanced", scale=scale, eta=eta, zeta=zeta)
+
+
+def pladis(scale):
+    return node("PLADISAttentionGuidance", scale=scale)
+
+
+def circulation(alpha, beta, adaptive="off"):
+    return node("AttentionCirculationControlAdvanced", alpha=alpha, beta=beta, adaptive=adaptive)
+
+
+BASELINE = Setting("baseline", "baseline")
+IDENTITY_SETTINGS = (
+    Setting("PLADIS scale 0", "identity", (pladis(0.0),)),
+    Setting("GAG strength 0", "identity", (node("GAGAttentionGuidanceAdvanced", scale=10.0, strength=0.0),)),
+    Setting("circulation alpha 1 beta 0", "identity", (circulation(1.0, 0.0),)),
+)
+FULL_SETTINGS = (
+    BASELINE,
+    *IDENTITY_SETTINGS,
+    *(Setting(f"PLADIS {s:g}", "PLADIS", (pladis(s),)) for s in (1.0, 2.0, 3.0)),
+    *(Setting(f"GAG {s:g}", "GAG", (gag(s),)) for s in (1.0, 2.0, 5.0, 10.0)),
+    Setting("GAG 5 eta 0.5", "GAG", (gag(5.0, eta=0.5),)),
+    Setting("GAG 10 eta 0.5", "GAG", (gag(10.0, eta=0.5),)),
+    Setting("GAG 5 zeta 0.5", "GAG", (gag(5.0, zeta=0.5),)),
+    Setting("GAG 5 zeta 1", "GAG", (gag(5.0, zeta=1.0),)),
+    Setting("circ 0.9/3", "circulation", (circulation(0.9, 3.0),)),
+    Setting("circ 1.05/3", "circulation", (circulation(1.05, 3.0),)),
+    Setting("circ 1.2/5", "circulation", (circulation(1.2, 5.0),)),
+    Setting("circ 1.2/5 dev", "circulation", (circulation(1.2, 5.0, "dev"),)),
+    Setting("circ 1.5/5", "circulation", (circulation(1.5, 5.0),)),
+    Setting("GAG 5 + circ 1.05/3", "GAG + circulation", (gag(5.0), circulation(1.05, 3.0))),
+)
+LOW_CFG, HIGH_CFG = 1.0, 3.0
+
+
+def every_cfg(settings):
+    return tuple((setting, cfg) for setting in settings for cfg in (LOW_CFG, HIGH_CFG))
+
+
+# The CI version: the controls (CFG and the identities) and one setting per method, at CFG 3 only.
+FAST_PLAN = (
+    (BASELINE, LOW_CFG),
+    (BASELINE, HIGH_CFG),
+    *((setting, HIGH_CFG) for setting in IDENTITY_SETTINGS),
+    (Setting("PLADIS 2", "PLADIS", (pladis(2.0),)), HIGH_CFG),
+    (Setting("GAG 5", "GAG", (gag(5.0),)), HIGH_CFG),
+    (Setting("circ 1.05/3", "circulation", (circulation(1.05, 3.0),)), HIGH_CFG),
+)
+
+
+@dataclasses.dataclass(frozen=True)
+class BenchConfig:
+    prompts: int = 64
+    draws: int = 2
+    steps: int = 20
+    seed: int = 2024
+    models: tuple = ("unet", "dit")
+    plan: tuple = every_cfg(FULL_SETTINGS)  # ((Setting, cfg), ...); needs the baseline at both CFGs
+
+
+FAST = BenchConfig(prompts=24, draws=2, steps=8, plan=FAST_PLAN)
+
+
+@dataclasses.dataclass
+class Run:
+    """The images and counts of one (model, setting, cfg)."""
+
+    model: str
+    setting: Setting
+    cfg: float
+    images: torch.Tensor  # (P * draws, 4, SIZE, SIZE)
+    counts: dict  # metric count -> (P * draws,)
+    diversity: torch.Tensor  # (P,)
+
+
+def evaluation_set(config):
+    """The prompts, repeated per draw, and one noise tensor shared by every setting."""
+    generator = torch.Generator().manual_seed(config.seed)
+    prompts = scenes.random_scenes(config.prompts, generator)
+    repeated = [scene for scene in prompts for _ in range(config.draws)]
+    noise = torch.randn((len(repeated), scenes.CHANNELS, scenes.SIZE, scenes.SIZE), generator=generator)
+    return prompts, repeated, noise
+
+
+def generate(model, encoder, repeated, noise, cfg, steps, sampler):
+    """Samples the scenes ``repeated`` from ``noise`` with ComfyUI's sampler; images in scene units."""
+    import comfy.sample
+
+    positive = models.conditioning(encoder.encode(repeated))
+    negative = models.conditioning(encoder.encode_null(1))
+    latent = torch.zeros_like(noise)
+    samples = comfy.sample.sample(
+        model, noise, steps, cfg, sampler[0], sampler[1], positive, negative, latent, seed=0, disable_pbar=True
+    )
+    # ComfyUI returns latents in the model's file format; the model was trained on scene units.
+    return model.model.process_latent_in(samples)
+
+
+def run(config, pack_nodes, log=print):
+    """Samples every (model, setting, cfg) of ``config``; returns the list of Runs."""
+    prompts, repeated, noise = evaluation_set(config)
+    encoder = models.prompt_encoder()
+    results = []
+    for name in config.models:
+        base_model, _ = models.load(name)
+        for setting, cfg in config.plan:
+            patched = setting.apply(base_model, pack_nodes)
+            images = generate(patched, encoder, repeated, noise, cfg, config.steps, SAMPLERS[name])
+            results.append(Run(name, setting, cfg, images, metrics.score(images, repeated),
+                               metrics.diversity(images, config.draws)))
+            log(f"{name} {setting.label} cfg {cfg:g}: " + ", ".join(
+                f"{key} {value:.3f}" for key, value in levels(results[-1]).items()))
+    return results
+
+
+def ground_truth(config):
+    """A Run-like score of the prompts' own renders: the ceiling every metric should reach."""
+    _, repeated, _ = evaluation_set(config)
+    images = scenes.render(repeated)
+    return metrics.score(images, repeated)
+
+
+def prompt_totals(counts, draws):
+    """Sums counts over each prompt's draws: (P * draws,) -> (P,)."""
+    return {key: value.reshape(-1, draws).sum(dim=1) for key, value in counts.items()}
+
+
+def levels(result):
+    """Point estimates of every metric of one Run (ratios of summed counts, mean diversity)."""
+    values = {key: float(result.counts[num].sum() / result.counts[den].sum())
+              for key, (num, den) in metrics.RATIOS.items()}
+    values["diversity"] = float(result.diversity.mean())
+    return values
+
+
+def _resampled(run_result, draws, index):
+    """Every metric of a Run on bootstrap resamples of its prompts: dict of (R,) tensors."""
+    totals = prompt_totals(run_result.counts, draws)
+    values = {key: totals[num][index].sum(dim=1) / totals[den][index].sum(dim=1)
+              for key, (num, den) in metrics.RATIOS.items()}
+    values["diversity"] = run_result.diversity[index].mean(dim=1)
+    return values
+
+
+def bootstrap_index(prompts, seed=0, samples=BOOTSTRAP_SAMPLES):
+    return torch.randint(prompts, (samples, prompts), generator=torch.Generator().manual_seed(seed))
+
+
+def interval(values):
+    """The 95% percentile interval of bootstrap values (R,)."""
+    low, high = torch.quantile(values.double(), torch.tensor([0.025, 0.975], dtype=torch.float64))
+    return float(low), float(high)
+
+
+def paired_difference(run_result, reference, draws, index):
+    """metric -> (difference, (low, high)): run minus reference on the same prompts and noise."""
+    ours, theirs = _resampled(run_result, draws, index), _resampled(reference, draws, index)
+    point_ours, point_theirs = levels(run_result), levels(reference)
+    return {key: (point_ours[key] - point_theirs[key], interval(ours[key] - theirs[key])) for key in ours}
+
+
+def find(results, model, label, cfg):
+    for result in results:
+        if result.model == model and result.setting.label == label and result.cfg == cfg:
+            return result
+    raise KeyError((model, label, cfg))

@@ -1,0 +1,166 @@
+"""The bench's two diffusion models, built from ComfyUI's own classes, and their weight files.
+
+``unet`` is an SD1.5-class UNet (cross-attention to the prompt), ``dit`` a FLUX.1-schnell-class
+transformer (joint attention over image and prompt tokens), both sized to train on two CPU cores.
+A weight file records the hash of the configuration that produced it (model, scenes, training), and
+loading refuses a file whose hash no longer matches, so results always come from the code as it is.
+"""
+import dataclasses
+import hashlib
+import json
+import pathlib
+
+import torch
+
+from . import scenes
+
+WEIGHTS_DIR = pathlib.Path(__file__).resolve().parent / "weights"
+CONTEXT_WIDTH = 64
+
+
+@dataclasses.dataclass(frozen=True)
+class ModelSpec:
+    supported_model: str  # class name in comfy.supported_models
+    unet_config: dict
+    prediction: str  # "eps" (noise) or "flow" (velocity); decides the training loss weight
+
+
+MODELS = {
+    "unet": ModelSpec(
+        "SD15",
+        dict(
+            use_checkpoint=False, image_size=scenes.SIZE, use_spatial_transformer=True, legacy=False,
+            adm_in_channels=None, in_channels=scenes.CHANNELS, out_channels=scenes.CHANNELS,
+            model_channels=32, num_res_blocks=[1, 2], channel_mult=[1, 3],
+            transformer_depth=[0, 1, 1], transformer_depth_middle=1,
+            transformer_depth_output=[0, 0, 1, 1, 1],  # consumed from the end: the 8x8 level has attention
+            num_heads=-1, num_head_channels=32, context_dim=CONTEXT_WIDTH,
+            use_linear_in_transformer=False, use_temporal_attention=False, use_temporal_resblock=False,
+        ),
+        "eps",
+    ),
+    "dit": ModelSpec(
+        "FluxSchnell",
+        dict(
+            image_model="flux", in_channels=scenes.CHANNELS, out_channels=scenes.CHANNELS, vec_in_dim=None,
+            context_in_dim=CONTEXT_WIDTH, hidden_size=128, mlp_ratio=3.0, num_heads=4, depth=3,
+            depth_single_blocks=3, axes_dim=[4, 14, 14], theta=10000, patch_size=2, qkv_bias=True,
+            guidance_embed=False,
+        ),
+        "flow",
+    ),
+}
+
+
+# Steps of the committed weights: about 80 (unet) and 65 (dit) minutes on one CPU core each.
+TRAIN_STEPS = {"unet": 2400, "dit": 3000}
+
+
+@dataclasses.dataclass(frozen=True)
+class TrainConfig:
+    steps: int
+    batch: int = 64
+    learning_rate: float = 2e-3
+    weight_decay: float = 0.01
+    warmup_steps: int = 200
+    ema_decay: float = 0.999
+    uncond_probability: float = 0.1
+    max_loss_weight: float = 64.0
+    seed: int = 0
+
+
+def scenes_config():
+    return dict(
+        size=scenes.SIZE, cell=scenes.CELL, colours=scenes.PALETTE, shapes=scenes.SHAPES,
+        sizes=scenes.SIZE_PIXELS, vocabulary=scenes.VOCABULARY, max_objects=scenes.MAX_OBJECTS,
+        background=scenes.BACKGROUND,
+    )
+
+
+def config_hash(name, train_config):
+    """sha256 of everything that determines the trained weights of model ``name``."""
+    spec = MODELS[name]
+    payload = dict(model=dataclasses.asdict(spec), scenes=scenes_config(), train=dataclasses.asdict(train_config))
+    return hashlib.sha256(json.dumps(payload, sort_keys=True).encode()).hexdigest()
+
+
+def build(name, seed=0):
+    """A ComfyUI BaseModel of model ``name`` with seeded initial weights, float32 on the CPU."""
+    import comfy.supported_models
+
+    if name not in MODELS:
+        raise ValueError(f"model must be one of {sorted(MODELS)}, got {name!r}")
+    spec = MODELS[name]
+    model_config = getattr(comfy.supported_models, spec.supported_model)(dict(spec.unet_config))
+    model_config.unet_config.update(spec.unet_config)
+    model_config.set_inference_dtype(torch.float32, None)
+    model = model_config.get_model({})
+    initialise(model.diffusion_model, seed)
+    return model
+
+
+def initialise(module, seed):
+    """ComfyUI's ops create parameters with torch.empty: give every one a seeded value."""
+    generator = torch.Generator().manual_seed(seed)
+    with torch.no_grad():
+        for name, param in sorted(module.named_parameters()):
+            if name.endswith("bias"):
+                param.zero_()
+            elif param.ndim >= 2:
+                fan_in = param[0].numel()
+                param.copy_(torch.randn(param.shape, generator=generator) / fan_in ** 0.5)
+            else:
+                param.fill_(1.0)
+
+
+def prompt_encoder():
+    return scenes.PromptEncoder(CONTEXT_WIDTH, seed=1234)
+
+
+def weights_path(name):
+    return WEIGHTS_DIR / f"{name}.safetensors"
+
+
+def save(name, model, train_config, path=None):
+    import safetensors.torch
+
+    metadata = dict(config_hash=config_hash(name, train_config), train=json.dumps(dataclasses.asdict(train_config)))
+    path = pathlib.Path(path or weights_path(name))
+    path.parent.mkdir(parents=True, exist_ok=True)
+    # Half precision halves the committed files; loading widens them back to float32 exactly.
+    state = {key: value.detach().half().contiguous() for key, value in model.diffusion_model.state_dict().items()}
+    safetensors.torch.save_file(state, str(path), metadata=metadata)
+
+
+def load(name, path=None):
+    """The trained model ``name`` as a ComfyUI ModelPatcher; refuses stale weight files."""
+    import comfy.model_management
+    import comfy.model_patcher
+    import safetensors
+
+    path = pathlib.Path(path or weights_path(name))
+    if not path.exists():
+        raise FileNotFoundError(f"no weights at {path}: train them with `python -m benchmarks.quality train {name}`")
+    with safetensors.safe_open(str(path), framework="pt") as handle:
+        metadata = handle.metadata()
+        state = {key: handle.get_tensor(key).float() for key in handle.keys()}
+    train_config = TrainConfig(**json.loads(metadata["train"]))
+    expected = config_hash(name, train_config)
+    if metadata.get("config_hash") != expected:
+        raise RuntimeError(
+            f"{path} was trained with another configuration (hash {metadata.get('config_hash')}, current "
+            f"{expected}): retrain with `python -m benchmarks.quality train {name}`"
+        )
+    model = build(name)
+    model.diffusion_model.load_state_dict(state)
+    device = comfy.model_management.get_torch_device()
+    return comfy.model_patcher.ModelPatcher(model, load_device=device, offload_device=device), train_config
+
+
+def conditioning(embeddings):
+    """ComfyUI CONDITIONING for (B, L, CONTEXT_WIDTH) prompt embeddings.
+
+    The models take no pooled vector, but ComfyUI's FLUX class asks for one: it gets a placeholder
+    that the model, built without a vector input, never reads.
+    """
+    return [[embeddings, {"pooled_output": torch.zeros(len(embeddings), 1)}]]

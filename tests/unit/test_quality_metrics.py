@@ -1,0 +1,89 @@
+"""The quality bench's scenes and pixel metrics, on renders whose right answers are known."""
+import dataclasses
+
+import pytest
+import torch
+
+from benchmarks.quality import bench, metrics, scenes
+
+
+def ratios(counts):
+    return {key: float(counts[num].sum() / counts[den].sum()) for key, (num, den) in metrics.RATIOS.items()}
+
+
+@pytest.fixture(scope="module")
+def prompt_scenes():
+    return scenes.random_scenes(300, torch.Generator().manual_seed(3))
+
+
+def test_ground_truth_renders_score_perfectly(prompt_scenes):
+    assert ratios(metrics.score(scenes.render(prompt_scenes), prompt_scenes)) == {
+        "colour": 1.0, "shape": 1.0, "both": 1.0, "spurious": 0.0, "clean": 1.0}
+
+
+def test_every_drawable_object_is_recognised_alone():
+    for shape in scenes.SHAPES:
+        for size in scenes.SIZES:
+            for offset in scenes.offsets(size):
+                for cell in range(len(scenes.CELLS)):
+                    scene = scenes.Scene((scenes.SceneObject(size, "red", shape, cell, offset),))
+                    counts = metrics.score(scenes.render([scene]), [scene])
+                    assert counts["shape"].item() == 1, (shape, size, offset, cell)
+
+
+def swap(prompt_scenes, field, options):
+    def changed(obj):
+        value = getattr(obj, field)
+        return dataclasses.replace(obj, **{field: options[(options.index(value) + 1) % len(options)]})
+
+    return [scenes.Scene(tuple(changed(o) for o in scene.objects)) for scene in prompt_scenes]
+
+
+def test_wrong_shape_and_wrong_colour_are_each_caught_alone(prompt_scenes):
+    wrong_shape = ratios(metrics.score(scenes.render(swap(prompt_scenes, "shape", scenes.SHAPES)), prompt_scenes))
+    assert wrong_shape["shape"] == 0 and wrong_shape["colour"] == 1 and wrong_shape["both"] == 0
+    wrong_colour = ratios(metrics.score(scenes.render(swap(prompt_scenes, "colour", scenes.COLOURS)), prompt_scenes))
+    assert wrong_colour["colour"] == 0 and wrong_colour["shape"] == 1
+
+
+def test_objects_in_unnamed_quadrants_are_spurious():
+    scene = scenes.Scene((scenes.SceneObject("large", "blue", "square", 0, (0, 0)),))
+    extra = scenes.Scene(scene.objects + (scenes.SceneObject("small", "red", "circle", 3, (1, 1)),))
+    counts = metrics.score(scenes.render([extra]), [scene])
+    assert counts["spurious"].item() == 1 and counts["unnamed"].item() == 3
+
+
+def test_noise_lowers_clean_pixels_and_raises_diversity(prompt_scenes):
+    images = scenes.render(prompt_scenes[:40]).repeat_interleave(2, dim=0)
+    assert metrics.diversity(images, 2).abs().max() == 0
+    noisy = images + 0.4 * torch.randn(images.shape, generator=torch.Generator().manual_seed(0))
+    assert ratios(metrics.score(noisy, [s for s in prompt_scenes[:40] for _ in range(2)]))["clean"] < 0.5
+    assert metrics.diversity(noisy, 2).min() > 0.3
+
+
+def test_prompts_have_distinct_keys_and_a_distinct_null_prompt(prompt_scenes):
+    encoder = scenes.PromptEncoder(64)
+    null = encoder.encode_null(1)[0]
+    assert torch.cdist(null, null).fill_diagonal_(1).min() > 0  # no two null keys are equal
+    prompt = encoder.encode(prompt_scenes[:1])[0]
+    assert not torch.allclose(prompt, null)
+
+
+def fake_run(both, prompts=50, draws=2, seed=0):
+    """A Run whose objects are right with probability ``both``, one object per image."""
+    generator = torch.Generator().manual_seed(seed)
+    right = (torch.rand(prompts * draws, generator=generator) < both).double()
+    ones = torch.ones(prompts * draws, dtype=torch.float64)
+    counts = dict(objects=ones, colour=right, shape=right, both=right, unnamed=3 * ones, spurious=0 * ones,
+                  pixels=256 * ones, clean=256 * ones)
+    return bench.Run("unet", bench.BASELINE, 1.0, torch.zeros(prompts * draws, 4, 16, 16), counts,
+                     torch.zeros(prompts, dtype=torch.float64))
+
+
+def test_paired_difference_interval_covers_the_truth_and_excludes_zero_for_a_real_effect():
+    index = bench.bootstrap_index(50)
+    low_run, high_run = fake_run(0.3), fake_run(0.7, seed=1)
+    difference, (low, high) = bench.paired_difference(high_run, low_run, 2, index)["both"]
+    assert low < difference < high and low > 0
+    same, (low, high) = bench.paired_difference(low_run, low_run, 2, index)["both"]
+    assert same == 0 and low == high == 0
