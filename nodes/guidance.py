@@ -15,6 +15,7 @@ from .patching import PROBE_KEY, Window, install, model_layout
 from .web import report_layout
 
 TEXT_KEYS, ALL_KEYS = "text keys", "all keys"
+CAPS = {"absolute": "absolute", "relative to the focused output": "relative"}
 
 
 @dataclasses.dataclass(frozen=True)
@@ -135,6 +136,14 @@ class GAGAttentionGuidanceAdvanced(io.ComfyNode):
                     "composition more.",
                 ),
                 *schedule_inputs(),
+                # Last, so that workflows saved before it existed keep their widget values in order.
+                io.Combo.Input(
+                    "cap", optional=True, options=list(CAPS), default="absolute",
+                    tooltip="How eta is measured. 'absolute' (the paper's): the push is at most eta long, "
+                    "which binds differently on every model. 'relative to the focused output': at most eta "
+                    "times the length of the focused attention output, so one eta means the same everywhere "
+                    "(try eta 0.05-0.2).",
+                ),
             ],
             outputs=[io.Model.Output(tooltip="The model with GAG applied to its attention.")],
             hidden=[io.Hidden.unique_id],
@@ -142,13 +151,15 @@ class GAGAttentionGuidanceAdvanced(io.ComfyNode):
 
     @classmethod
     def execute(cls, model, scale=10.0, strength=1.0, eta=15.0, zeta=0.0, alpha=1.5, layers="",
-                guide_keys=TEXT_KEYS, start_percent=0.0, end_percent=1.0):
+                guide_keys=TEXT_KEYS, start_percent=0.0, end_percent=1.0, cap="absolute"):
         if guide_keys not in (TEXT_KEYS, ALL_KEYS):
             raise ValueError(f"guide_keys must be '{TEXT_KEYS}' or '{ALL_KEYS}', got {guide_keys!r}")
+        if cap not in CAPS:
+            raise ValueError(f"cap must be one of {list(CAPS)}, got {cap!r}")
         rule = GuidanceRule(
             "gag", finite_number("scale", scale), entmax_alpha(alpha),
             eta=number_in_range("eta", eta, 0.0, math.inf, allow_inf=True), zeta=finite_number("zeta", zeta),
-            strength=number_in_range("strength", strength, 0.0, 1.0), all_keys=guide_keys == ALL_KEYS,
+            cap=CAPS[cap], strength=number_in_range("strength", strength, 0.0, 1.0), all_keys=guide_keys == ALL_KEYS,
         )
         return io.NodeOutput(_patch_guidance(cls, model, rule, layers, start_percent, end_percent))
 

@@ -31,8 +31,11 @@ def node(node_id, **inputs):
     return node_id, tuple(sorted(inputs.items()))
 
 
-def gag(scale, eta=15.0, zeta=0.0):
-    return node("GAGAttentionGuidanceAdvanced", scale=scale, eta=eta, zeta=zeta)
+def gag(scale, eta=15.0, zeta=0.0, cap="absolute"):
+    return node("GAGAttentionGuidanceAdvanced", scale=scale, eta=eta, zeta=zeta, cap=cap)
+
+
+RELATIVE = "relative to the focused output"
 
 
 def pladis(scale):
@@ -56,6 +59,8 @@ FULL_SETTINGS = (
     *(Setting(f"GAG {s:g}", "GAG", (gag(s),)) for s in (1.0, 2.0, 5.0, 10.0)),
     Setting("GAG 5 eta 0.5", "GAG", (gag(5.0, eta=0.5),)),
     Setting("GAG 10 eta 0.5", "GAG", (gag(10.0, eta=0.5),)),
+    Setting("GAG 10 rel-cap 0.1", "GAG", (gag(10.0, eta=0.1, cap=RELATIVE),)),
+    Setting("GAG 10 rel-cap 0.03", "GAG", (gag(10.0, eta=0.03, cap=RELATIVE),)),
     Setting("GAG 5 zeta 0.5", "GAG", (gag(5.0, zeta=0.5),)),
     Setting("GAG 5 zeta 1", "GAG", (gag(5.0, zeta=1.0),)),
     Setting("circ 0.9/3", "circulation", (circulation(0.9, 3.0),)),
