@@ -123,7 +123,8 @@ class AttentionGeometryProbe(io.ComfyNode):
 
     @classmethod
     def execute(cls, model):
-        prompt, unique_id = cls.hidden.prompt, cls.hidden.unique_id
+        # Outside ComfyUI's executor (a script, the quality bench) there is no hidden input: record.
+        prompt, unique_id = getattr(cls.hidden, "prompt", None), getattr(cls.hidden, "unique_id", None)
         recorder = GeometryRecorder(unique_id)
         if prompt is not None and not _output_connected(prompt, unique_id, 1):
             return io.NodeOutput(model, recorder)

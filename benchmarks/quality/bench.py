@@ -111,6 +111,18 @@ class Run:
     images: torch.Tensor  # (P * draws, 4, SIZE, SIZE)
     counts: dict  # metric count -> (P * draws,)
     diversity: torch.Tensor  # (P,)
+    geometry: dict = dataclasses.field(default_factory=dict)  # GAG: the probe's means, e.g. cap_fraction
+
+
+GUIDED_METHODS = ("GAG", "GAG + circulation")
+
+
+def guidance_geometry(recorder):
+    """Means over every step, block and call of what the probe measured of GAG's guidance."""
+    rows = [row for row in (recorder.rows if recorder else []) if row["kind"] == "guidance"]
+    if not rows:
+        return {}
+    return {key: sum(row[key] for row in rows) / len(rows) for key in ("cap_fraction", "parallel_share", "guidance_norm")}
 
 
 def evaluation_set(config):
@@ -145,9 +157,12 @@ def run(config, pack_nodes, log=print):
         base_model, _ = models.load(name)
         for setting, cfg in config.plan:
             patched = setting.apply(base_model, pack_nodes)
+            recorder = None
+            if setting.method in GUIDED_METHODS:
+                patched, recorder = pack_nodes["AttentionGeometryProbe"].execute(model=patched).result
             images = generate(patched, encoder, repeated, noise, cfg, config.steps, SAMPLERS[name])
             results.append(Run(name, setting, cfg, images, metrics.score(images, repeated),
-                               metrics.diversity(images, config.draws)))
+                               metrics.diversity(images, config.draws), guidance_geometry(recorder)))
             log(f"{name} {setting.label} cfg {cfg:g}: " + ", ".join(
                 f"{key} {value:.3f}" for key, value in levels(results[-1]).items()))
     return results

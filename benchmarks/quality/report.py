@@ -20,7 +20,8 @@ def summarise(results, config, index):
     for result in results:
         resampled = bench._resampled(result, config.draws, index)
         row = dict(model=result.model, setting=result.setting.label, method=result.setting.method, cfg=result.cfg,
-                   levels=bench.levels(result), intervals={k: bench.interval(v) for k, v in resampled.items()})
+                   levels=bench.levels(result), intervals={k: bench.interval(v) for k, v in resampled.items()},
+                   geometry=result.geometry)
         baseline = bench.find(results, result.model, bench.BASELINE.label, result.cfg)
         row["vs_baseline"] = bench.paired_difference(result, baseline, config.draws, index)
         row["identical_to_baseline"] = bool(torch.equal(result.images, baseline.images))
@@ -43,7 +44,8 @@ def markdown(rows, config, truth, cfg_effects):
         "difference from the baseline at the same CFG with its 95% bootstrap interval over prompts "
         "(**bold** where the interval excludes 0). Spurious: share of unnamed quadrants that hold an object "
         "(lower is better). Clean: share of pixels on the palette. Diversity: mean RMS distance between the "
-        "noise draws of one prompt; read it with clean, since broken images are also 'diverse'.",
+        "noise draws of one prompt; read it with clean, since broken images are also 'diverse'. Cap binds: the "
+        "share of GAG's guidance vectors whose length the cap limited (the probe node's measurement).",
         "",
         "Ground truth (the prompts' own renders): " + ", ".join(f"{k} {v:.3f}" for k, v in truth.items()) + ".",
         "",
@@ -58,8 +60,8 @@ def markdown(rows, config, truth, cfg_effects):
                   + _difference(*effect["both"]) + ", colour " + _difference(*effect["colour"])
                   + ", shape " + _difference(*effect["shape"]) + ".", "",
                   "| setting | CFG | colour | shape | both | spurious | clean | diversity | both vs baseline "
-                  "| clean vs baseline | diversity vs baseline |",
-                  "|---|---|---|---|---|---|---|---|---|---|---|"]
+                  "| clean vs baseline | diversity vs baseline | cap binds |",
+                  "|---|---|---|---|---|---|---|---|---|---|---|---|"]
         for row in rows:
             if row["model"] != model:
                 continue
@@ -71,6 +73,8 @@ def markdown(rows, config, truth, cfg_effects):
                 cells += ["identical", "identical", "identical"]
             else:
                 cells += [_difference(*row["vs_baseline"][k]) for k in ("both", "clean", "diversity")]
+            geometry = row["geometry"]
+            cells.append(f"{geometry['cap_fraction']:.1%}" if geometry else "")
             lines.append("| " + " | ".join(cells) + " |")
     return "\n".join(lines) + "\n"
 
