@@ -7,8 +7,6 @@ sampling call; the ratio of medians is reported with the ratio of peak resident 
 Writes benchmarks/results/nodes_<device>.md.
 """
 import argparse
-import asyncio
-import importlib.util
 import pathlib
 import statistics
 import sys
@@ -16,11 +14,11 @@ import threading
 import time
 
 ROOT = pathlib.Path(__file__).resolve().parent.parent
-sys.path.insert(0, str(ROOT / "tests"))
+sys.path.insert(0, str(ROOT))
 
-import comfy_env  # noqa: E402
+from benchmarks.quality.comfy_setup import import_comfy, pack_nodes  # noqa: E402
 
-comfy_env.import_comfy()
+import_comfy()
 
 import psutil  # noqa: E402
 
@@ -31,17 +29,6 @@ SETTINGS = {
     "PLADIS": ("PLADISAttentionGuidance", {}),
     "circulation": ("AttentionCirculationControl", {"alpha": 1.05}),
 }
-
-
-def load_nodes():
-    spec = importlib.util.spec_from_file_location(
-        "ComfyUI_GAG_bench", ROOT / "__init__.py", submodule_search_locations=[str(ROOT)]
-    )
-    module = importlib.util.module_from_spec(spec)
-    sys.modules[spec.name] = module
-    spec.loader.exec_module(module)
-    extension = asyncio.run(module.comfy_entrypoint())
-    return {node.define_schema().node_id: node for node in asyncio.run(extension.get_node_list())}
 
 
 class PeakRss:
@@ -82,7 +69,7 @@ def main():
     parser.add_argument("--trials", type=int, default=5)
     parser.add_argument("--families", default=",".join(tiny_models.FAMILIES))
     args = parser.parse_args()
-    nodes = load_nodes()
+    nodes = pack_nodes()
     rows = []
     for family in args.families.split(","):
         model = tiny_models.build_model(family)
