@@ -1,7 +1,7 @@
 """Command line of the quality bench.
 
     python -m benchmarks.quality train unet|dit [--steps N] [--threads T]
-    python -m benchmarks.quality run [--fast] [--models unet,dit]
+    python -m benchmarks.quality run [--fast] [--models unet,dit] [--cached dit] [--no-report]
 """
 import argparse
 import sys
@@ -23,6 +23,8 @@ def main(argv=None):
     run_parser = commands.add_parser("run", help="measure every method on the trained models")
     run_parser.add_argument("--fast", action="store_true", help="the CI version: fewer prompts, steps, settings")
     run_parser.add_argument("--models", default="unet,dit")
+    run_parser.add_argument("--cached", default="", help="models whose runs an earlier `run` saved: reuse them")
+    run_parser.add_argument("--no-report", action="store_true", help="only sample and save the runs")
     run_parser.add_argument("--threads", type=int, default=0, help="torch CPU threads (0: torch's default)")
     run_parser.add_argument("--output", default=None, help="folder for the results (default benchmarks/results)")
     args = parser.parse_args(argv)
@@ -42,7 +44,10 @@ def main(argv=None):
 
         config = bench.FAST if args.fast else bench.BenchConfig()
         config = dataclasses.replace(config, models=tuple(args.models.split(",")))
-        results = bench.run(config, comfy_setup.pack_nodes(), log=lambda line: print(line, flush=True))
+        results = bench.run(config, comfy_setup.pack_nodes(), log=lambda line: print(line, flush=True),
+                            cached=tuple(filter(None, args.cached.split(","))))
+        if args.no_report:
+            return 0
         prompts, _, _ = bench.evaluation_set(config)
         name = "quality_fast" if args.fast else "quality"
         report.write(results, config, prompts, name=name, **({"directory": args.output} if args.output else {}))
