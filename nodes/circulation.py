@@ -132,7 +132,9 @@ class AttentionCirculationControl(io.ComfyNode):
             display_name="Attention Circulation Control",
             category=CATEGORY,
             description="Trades fidelity against diversity by scaling the circulation (skew-symmetric) "
-            "part of self-attention. Composes with the GAG nodes in either order.",
+            "part of self-attention. Composes with the GAG nodes in either order. Quality bench (tiny "
+            "models): the default 1.05 / 3 changed neither adherence nor diversity measurably; alpha 0.9, "
+            "1.2 and 1.5 cost the FLUX-class model 0.10-0.25 of its adherence, the UNet at most 0.05.",
             inputs=[
                 io.Model.Input("model", tooltip="The diffusion model to patch."),
                 *_alpha_beta_inputs(),
@@ -154,7 +156,9 @@ class AttentionCirculationControlAdvanced(io.ComfyNode):
             node_id="AttentionCirculationControlAdvanced",
             display_name="Attention Circulation Control (Advanced)",
             category=CATEGORY,
-            description="Circulation control with the adaptive mode, the computation path and the blocks exposed.",
+            description="Circulation control with the adaptive mode, the computation path and the blocks "
+            "exposed. Quality bench (tiny models): at alpha 1.2 / beta 5 the 'dev' adaptive mode cut the "
+            "FLUX-class model's adherence loss at CFG 3 from 0.18 to 0.12.",
             inputs=[
                 io.Model.Input("model", tooltip="The diffusion model to patch."),
                 *_alpha_beta_inputs(),

@@ -60,14 +60,15 @@ class ReplaceRecorder:
         return output
 
 
+@pytest.mark.parametrize("cap, core_cap, eta", [("absolute", "absolute", 0.5), ("relative to the focused output", "relative", 0.05)])
 @pytest.mark.parametrize("family", ["sd15", "flux"])
-def test_patched_call_matches_gag_core(node_classes, tiny_model, family):
+def test_patched_call_matches_gag_core(node_classes, tiny_model, family, cap, core_cap, eta):
     import comfy.ldm.modules.attention
 
     model = tiny_model(family)
-    settings = dict(scale=4.0, eta=0.5, zeta=0.3, strength=0.7)
+    settings = dict(scale=4.0, eta=eta, zeta=0.3, strength=0.7, cap=cap)
     guided = patched(node_classes, "GAGAttentionGuidanceAdvanced", model, **settings)
-    combine = functools.partial(gag_core.gag, scale=4.0, eta=0.5, zeta=0.3)
+    combine = functools.partial(gag_core.gag, scale=4.0, eta=eta, zeta=0.3, cap=core_cap)
     options = guided.model_options["transformer_options"]
     if family == "sd15":
         key = ("input", 1)

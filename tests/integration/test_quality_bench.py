@@ -1,0 +1,82 @@
+"""The quality bench's CI version: its controls must hold on the committed models.
+
+Method effects are measured and written, never asserted: the bench reports them.
+"""
+import dataclasses
+
+import pytest
+import safetensors.torch
+import torch
+from PIL import Image
+
+from benchmarks.quality import bench, models, report, train
+
+
+@pytest.fixture(scope="module")
+def fast_results(node_classes):
+    torch.manual_seed(0)
+    return bench.run(bench.FAST, node_classes, log=lambda line: None)
+
+
+def test_ground_truth_renders_score_about_one():
+    counts = bench.ground_truth(bench.FAST)
+    assert float(counts["both"].sum() / counts["objects"].sum()) == 1.0
+    assert float(counts["clean"].sum() / counts["pixels"].sum()) == 1.0
+    assert float(counts["spurious"].sum()) == 0.0
+
+
+@pytest.mark.parametrize("model", bench.FAST.models)
+def test_cfg_3_beats_cfg_1_on_adherence(fast_results, model):
+    low = bench.find(fast_results, model, "baseline", bench.LOW_CFG)
+    high = bench.find(fast_results, model, "baseline", bench.HIGH_CFG)
+    difference, (lower, _) = bench.paired_difference(high, low, bench.FAST.draws, bench.bootstrap_index(bench.FAST.prompts))["both"]
+    assert lower > 0, f"{model}: CFG 3 - CFG 1 on colour and shape = {difference:+.3f}, interval starts at {lower:+.3f}"
+
+
+@pytest.mark.parametrize("model", bench.FAST.models)
+@pytest.mark.parametrize("setting", bench.IDENTITY_SETTINGS, ids=lambda s: s.label)
+def test_identity_settings_change_nothing(fast_results, model, setting):
+    baseline = bench.find(fast_results, model, "baseline", bench.HIGH_CFG)
+    assert torch.equal(bench.find(fast_results, model, setting.label, bench.HIGH_CFG).images, baseline.images)
+
+
+def test_methods_change_the_images(fast_results):
+    for result in fast_results:
+        if result.setting.method not in ("baseline", "identity"):
+            baseline = bench.find(fast_results, result.model, "baseline", result.cfg)
+            assert not torch.equal(result.images, baseline.images), (result.model, result.setting.label)
+
+
+def test_report_is_written(fast_results, tmp_path):
+    prompts, _, _ = bench.evaluation_set(bench.FAST)
+    summary = report.write(fast_results, bench.FAST, prompts, name="fast", directory=tmp_path)
+    table = (tmp_path / "fast.md").read_text()
+    for setting, _ in bench.FAST.plan:
+        assert f"| {setting.label} |" in table
+    for name in ("fast_samples.png", "fast_tradeoff.png"):
+        with Image.open(tmp_path / name) as image:
+            assert image.width > 500 and image.height > 300
+    assert all("vs_baseline" in row for row in summary["rows"])
+
+
+def test_stale_weights_are_refused(tmp_path):
+    source = models.weights_path("dit")
+    state = safetensors.torch.load_file(str(source))
+    with safetensors.safe_open(str(source), framework="pt") as handle:
+        metadata = dict(handle.metadata())
+    metadata["config_hash"] = "0" * 64
+    stale = tmp_path / "dit.safetensors"
+    safetensors.torch.save_file(state, str(stale), metadata=metadata)
+    with pytest.raises(RuntimeError, match="retrain"):
+        models.load("dit", stale)
+
+
+def test_training_is_reproducible(tmp_path):
+    config = dataclasses.replace(models.TrainConfig(steps=2), batch=4, warmup_steps=1)
+    for run in ("a", "b"):
+        train.train("dit", config, log=lambda line: None, path=tmp_path / f"{run}.safetensors")
+    first, second = (safetensors.torch.load_file(str(tmp_path / f"{run}.safetensors")) for run in ("a", "b"))
+    assert first.keys() == second.keys()
+    assert all(torch.equal(first[key], second[key]) for key in first)
+    loaded, loaded_config = models.load("dit", tmp_path / "a.safetensors")
+    assert loaded_config == config
