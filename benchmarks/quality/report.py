@@ -5,7 +5,7 @@ import pathlib
 import torch
 from PIL import Image, ImageDraw, ImageFont
 
-from gag_core.plot import scatter_plot
+from gag_core.plot import grid, scatter_plot
 
 from . import bench, metrics, scenes
 
@@ -115,26 +115,26 @@ def sample_grid(results, config, prompts, columns=8, draw_index=0):
 
 
 def tradeoff_plots(rows, config):
-    """Adherence (both) against diversity, one point per setting, one plot per model."""
-    plots = []
+    """Paired change in adherence (both) against change in diversity from the baseline, one point
+    per setting with its 95% intervals; one panel per model and CFG."""
+    panels = []
     for model in config.models:
-        groups = {}
-        for row in rows:
-            if row["model"] != model or row["method"] == "identity":
-                continue
-            point = (row["levels"]["diversity"], row["levels"]["both"], row["intervals"]["diversity"],
-                     row["intervals"]["both"], row["setting"])
-            groups.setdefault(f"CFG {row['cfg']:g}", []).append(point)
-        plots.append(scatter_plot(groups, title=f"{MODEL_TITLES[model]}: adherence vs diversity",
-                                  xlabel="diversity (RMS distance between noise draws)",
-                                  ylabel="colour and shape right", size=(1000, 700)))
-    width = max(p.width for p in plots)
-    sheet = Image.new("RGB", (width, sum(p.height for p in plots)), "white")
-    top = 0
-    for plot in plots:
-        sheet.paste(plot, (0, top))
-        top += plot.height
-    return sheet
+        for cfg in (bench.LOW_CFG, bench.HIGH_CFG):
+            groups = {}
+            for row in rows:
+                if row["model"] != model or row["cfg"] != cfg or row["method"] == "identity":
+                    continue
+                if row["setting"] == bench.BASELINE.label:
+                    point = (0.0, 0.0, None, None, "baseline")
+                else:
+                    (d_div, div_bounds), (d_both, both_bounds) = (row["vs_baseline"][k] for k in ("diversity", "both"))
+                    point = (d_div, d_both, div_bounds, both_bounds, row["setting"])
+                groups.setdefault(row["method"], []).append(point)
+            if groups:
+                panels.append(scatter_plot(
+                    groups, title=f"{MODEL_TITLES[model]}, CFG {cfg:g}", xlabel="change in diversity",
+                    ylabel="change in colour and shape right", size=(900, 640)))
+    return grid(panels, columns=2)
 
 
 def write(results, config, prompts, name="quality", directory=RESULTS_DIR):
