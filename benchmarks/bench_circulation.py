@@ -134,9 +134,13 @@ def write_report(device, dtype, batch, trials, warmup, quick, rows, deviations):
         "(3D + 2C)/(2D) = 1.5 + C/D times a standard call's (11.5x at C 640, 21.5x at C 1280): the floor",
         "for an exact implementation that forms both C-channel retrievals, which the per-token norm",
         "ratio needs (an L x L Gram route would cost 2 L^3 per head instead of 2 L^2 C, less only when",
-        "L < C, by 20% at L 1024). The value path pads v to the fused pair's head dim 2D so the second",
-        "call stays on the fused kernel. On a shared CPU the times of one run move together; compare",
-        "ratios within a run, not absolute times across runs.",
+        "L < C, by 20% at L 1024). The value path needs both the plain and the modulated attention",
+        "(the blend -2 plain + 3 modulated at beta 3). Without holding all L x L scores, the modulated",
+        "logits c1 QK^T + c2 KQ^T of a chunk of queries are a product over 2D channels: at least",
+        "0.5 + 1.0 + 2 x 0.5 = 2.5x a standard call's multiply-adds for an exact, memory-bounded result,",
+        "so its 2x target is out of reach on a compute-bound CPU. It pads v to the",
+        "fused pair's head dim 2D so the second call stays on the fused kernel (3.0x). On a shared CPU",
+        "the times of one run move together; compare ratios within a run, not absolute times across runs.",
         "",
     ]
     out.write_text("\n".join(lines))
