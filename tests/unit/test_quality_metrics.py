@@ -87,3 +87,25 @@ def test_paired_difference_interval_covers_the_truth_and_excludes_zero_for_a_rea
     assert low < difference < high and low > 0
     same, (low, high) = bench.paired_difference(low_run, low_run, 2, index)["both"]
     assert same == 0 and low == high == 0
+
+
+def test_committed_weight_format_round_trips_within_half_a_step_per_row():
+    from benchmarks.quality import models
+
+    generator = torch.Generator().manual_seed(0)
+    state = {
+        "conv.weight": torch.randn(8, 4, 3, 3, generator=generator),
+        "linear.weight": torch.randn(5, 7, generator=generator) * torch.logspace(-3, 1, 5).unsqueeze(1),
+        "zero.weight": torch.zeros(3, 3),
+        "norm.key_norm.scale": torch.rand(6, generator=generator),  # a name ComfyUI's FLUX really uses
+        "linear.bias": torch.randn(5, generator=generator),
+    }
+    back = models.unpack_state(models.pack_state(state))
+    assert back.keys() == state.keys()
+    for key, value in state.items():
+        if value.ndim >= 2:
+            step = value.reshape(value.shape[0], -1).abs().amax(dim=1) / 127
+            error = (back[key] - value).reshape(value.shape[0], -1).abs().amax(dim=1)
+            assert torch.all(error <= 0.5 * step * 1.01 + 1e-7), key
+        else:
+            torch.testing.assert_close(back[key], value.half().float())
