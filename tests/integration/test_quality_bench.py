@@ -36,8 +36,9 @@ def test_cfg_3_beats_cfg_1_on_adherence(fast_results, model):
 @pytest.mark.parametrize("model", bench.FAST.models)
 @pytest.mark.parametrize("setting", bench.IDENTITY_SETTINGS, ids=lambda s: s.label)
 def test_identity_settings_change_nothing(fast_results, model, setting):
-    baseline = bench.find(fast_results, model, "baseline", bench.HIGH_CFG)
-    assert torch.equal(bench.find(fast_results, model, setting.label, bench.HIGH_CFG).images, baseline.images)
+    cfg = next(cfg for planned, cfg in bench.FAST.plan if planned == setting)
+    baseline = bench.find(fast_results, model, "baseline", cfg)
+    assert torch.equal(bench.find(fast_results, model, setting.label, cfg).images, baseline.images)
 
 
 def test_methods_change_the_images(fast_results):
