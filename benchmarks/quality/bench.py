@@ -207,10 +207,9 @@ def run(config, pack_nodes, log=print, cached=()):
 
 
 def ground_truth(config):
-    """A Run-like score of the prompts' own renders: the ceiling every metric should reach."""
+    """The metrics of the prompts' own renders (floats): the ceiling every setting should reach."""
     _, repeated, _ = evaluation_set(config)
-    images = scenes.render(repeated)
-    return metrics.score(images, repeated)
+    return {key: float(value) for key, value in metrics.ratios(metrics.score(scenes.render(repeated), repeated)).items()}
 
 
 def prompt_totals(counts, draws):
@@ -220,17 +219,15 @@ def prompt_totals(counts, draws):
 
 def levels(result):
     """Point estimates of every metric of one Run (ratios of summed counts, mean diversity)."""
-    values = {key: float(result.counts[num].sum() / result.counts[den].sum())
-              for key, (num, den) in metrics.RATIOS.items()}
+    values = {key: float(value) for key, value in metrics.ratios(result.counts).items()}
     values["diversity"] = float(result.diversity.mean())
     return values
 
 
-def _resampled(run_result, draws, index):
+def resampled(run_result, draws, index):
     """Every metric of a Run on bootstrap resamples of its prompts: dict of (R,) tensors."""
     totals = prompt_totals(run_result.counts, draws)
-    values = {key: totals[num][index].sum(dim=1) / totals[den][index].sum(dim=1)
-              for key, (num, den) in metrics.RATIOS.items()}
+    values = metrics.ratios({key: value[index] for key, value in totals.items()})
     values["diversity"] = run_result.diversity[index].mean(dim=1)
     return values
 
@@ -247,7 +244,7 @@ def interval(values):
 
 def paired_difference(run_result, reference, draws, index):
     """metric -> (difference, (low, high)): run minus reference on the same prompts and noise."""
-    ours, theirs = _resampled(run_result, draws, index), _resampled(reference, draws, index)
+    ours, theirs = resampled(run_result, draws, index), resampled(reference, draws, index)
     point_ours, point_theirs = levels(run_result), levels(reference)
     return {key: (point_ours[key] - point_theirs[key], interval(ours[key] - theirs[key])) for key in ours}
 

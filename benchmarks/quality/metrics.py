@@ -109,3 +109,9 @@ RATIOS = {  # metric -> (numerator count, denominator count)
     "spurious": ("spurious", "unnamed"),
     "clean": ("clean", "pixels"),
 }
+
+
+def ratios(counts):
+    """Every metric of RATIOS as summed numerator over summed denominator, along the last axis:
+    counts of shape (..., N) give metrics of shape (...)."""
+    return {key: counts[num].sum(dim=-1) / counts[den].sum(dim=-1) for key, (num, den) in RATIOS.items()}

@@ -7,7 +7,7 @@ from PIL import Image, ImageDraw, ImageFont
 
 from gag_core.plot import grid, scatter_plot
 
-from . import bench, metrics, scenes
+from . import bench, scenes
 
 RESULTS_DIR = pathlib.Path(__file__).resolve().parents[1] / "results"
 METRICS = ("colour", "shape", "both", "spurious", "clean", "diversity")
@@ -18,7 +18,7 @@ def summarise(results, config, index):
     """Per run: levels with intervals and paired differences from the baseline at the same CFG."""
     rows = []
     for result in results:
-        resampled = bench._resampled(result, config.draws, index)
+        resampled = bench.resampled(result, config.draws, index)
         row = dict(model=result.model, setting=result.setting.label, method=result.setting.method, cfg=result.cfg,
                    levels=bench.levels(result), intervals={k: bench.interval(v) for k, v in resampled.items()},
                    geometry=result.geometry)
@@ -143,8 +143,7 @@ def write(results, config, prompts, name="quality", directory=RESULTS_DIR):
     directory.mkdir(parents=True, exist_ok=True)
     index = bench.bootstrap_index(config.prompts)
     rows = summarise(results, config, index)
-    truth_counts = bench.ground_truth(config)
-    truth = {key: float(truth_counts[num].sum() / truth_counts[den].sum()) for key, (num, den) in metrics.RATIOS.items()}
+    truth = bench.ground_truth(config)
     cfg_effects = {}
     for model in config.models:
         low = bench.find(results, model, bench.BASELINE.label, bench.LOW_CFG)

@@ -8,7 +8,7 @@ from benchmarks.quality import bench, metrics, scenes
 
 
 def ratios(counts):
-    return {key: float(counts[num].sum() / counts[den].sum()) for key, (num, den) in metrics.RATIOS.items()}
+    return {key: float(value) for key, value in metrics.ratios(counts).items()}
 
 
 @pytest.fixture(scope="module")
