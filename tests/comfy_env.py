@@ -8,15 +8,15 @@ import pathlib
 import sys
 
 PACK_DIR = pathlib.Path(__file__).resolve().parent.parent
-VENV = PACK_DIR / ".venv"
 TEST_NODES_DIR = pathlib.Path(__file__).resolve().parent / "comfy_test_nodes"
 
 
 def comfyui_dir():
-    """The ComfyUI tree the tests run against: COMFYUI_PATH, else the provisioned one."""
+    """The ComfyUI tree the tests run against: COMFYUI_PATH, else the one provisioned for the
+    running environment (each tested ComfyUI version has its own)."""
     if os.environ.get("COMFYUI_PATH"):
         return pathlib.Path(os.environ["COMFYUI_PATH"]).resolve()
-    recorded = VENV / ".gag_comfyui_path"
+    recorded = pathlib.Path(sys.prefix) / ".gag_comfyui_path"
     if recorded.exists():
         return pathlib.Path(recorded.read_text().strip())
     return PACK_DIR / ".comfyui"
