@@ -120,19 +120,46 @@ def init_weights(module, seed):
                 buf.copy_(torch.randn(buf.shape, generator=generator) * 0.02)
 
 
+# Settings that newer ComfyUI trees require and older ones do not know, per image_model, with the
+# value each tree's own detection (comfy/model_detection.py) gives the family. A tree whose model
+# does not take the setting never sees it.
+_REQUIRED_BY_NEWER_TREES = {
+    "flux": {"txt_ids_dims": []},  # FluxParams, ComfyUI 0.3.77 and later
+    "flux2": {"txt_ids_dims": [3]},
+}
+
+
+def _settings_this_tree_takes(unet_config):
+    """unet_config plus the settings of _REQUIRED_BY_NEWER_TREES that this ComfyUI's model takes."""
+    extra = _REQUIRED_BY_NEWER_TREES.get(unet_config.get("image_model"), {})
+    if not extra:
+        return dict(unet_config)
+    import comfy.ldm.flux.model
+
+    fields = {field.name for field in dataclasses.fields(comfy.ldm.flux.model.FluxParams)}
+    return {**unet_config, **{name: value for name, value in extra.items() if name in fields}}
+
+
+def build_base_model(supported_model, unet_config, dtype=torch.float32):
+    """A ComfyUI BaseModel of the comfy.supported_models class named ``supported_model`` with
+    ``unet_config``, completed with what this ComfyUI tree requires; weights uninitialised."""
+    import comfy.supported_models
+
+    unet_config = _settings_this_tree_takes(unet_config)
+    model_config = getattr(comfy.supported_models, supported_model)(dict(unet_config))
+    # The family class merges its own defaults (e.g. SDXL's 64 channels per head) over ours.
+    model_config.unet_config.update(unet_config)
+    model_config.set_inference_dtype(dtype, None)
+    return model_config.get_model({})
+
+
 def build_model(family, dtype=torch.float32, seed=0):
     """A ModelPatcher around a tiny random-weight model of ``family`` (one of FAMILIES)."""
     import comfy.model_management
     import comfy.model_patcher
-    import comfy.supported_models
 
     spec = SPECS[family]
-    config_class = getattr(comfy.supported_models, spec.supported_model)
-    model_config = config_class(dict(spec.unet_config))
-    # The family class merges its own defaults (e.g. SDXL's 64 channels per head) over ours.
-    model_config.unet_config.update(spec.unet_config)
-    model_config.set_inference_dtype(dtype, None)
-    model = model_config.get_model({})
+    model = build_base_model(spec.supported_model, spec.unet_config, dtype)
     init_weights(model.diffusion_model, seed)
     model.diffusion_model.to(dtype)
     device = comfy.model_management.get_torch_device()

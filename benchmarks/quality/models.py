@@ -86,15 +86,12 @@ def config_hash(name, train_config):
 
 def build(name, seed=0):
     """A ComfyUI BaseModel of model ``name`` with seeded initial weights, float32 on the CPU."""
-    import comfy.supported_models
+    import tiny_models  # on the path once ComfyUI is imported through comfy_setup
 
     if name not in MODELS:
         raise ValueError(f"model must be one of {sorted(MODELS)}, got {name!r}")
     spec = MODELS[name]
-    model_config = getattr(comfy.supported_models, spec.supported_model)(dict(spec.unet_config))
-    model_config.unet_config.update(spec.unet_config)
-    model_config.set_inference_dtype(torch.float32, None)
-    model = model_config.get_model({})
+    model = tiny_models.build_base_model(spec.supported_model, spec.unet_config)
     initialise(model.diffusion_model, seed)
     return model
 
@@ -183,7 +180,9 @@ def load(name, path=None):
             f"{expected}): retrain with `python -m benchmarks.quality train {name}`"
         )
     model = build(name)
-    model.diffusion_model.load_state_dict(state)
+    # Through the tree's own key conversion: parameter names move between ComfyUI versions (FLUX's
+    # RMSNorm "scale" became "weight" after the tree these files were trained on).
+    model.diffusion_model.load_state_dict(model.model_config.process_unet_state_dict(state))
     device = comfy.model_management.get_torch_device()
     return comfy.model_patcher.ModelPatcher(model, load_device=device, offload_device=device), train_config
 

@@ -6,7 +6,7 @@ the image (plain noise-prediction loss starves the high-noise levels that decide
 noise-prediction models get min(1 + sigma^2, max_loss_weight), flow models the velocity loss.
 Both are computed on ComfyUI's denoised output, through the model's own sampling code.
 """
-import copy
+import contextlib
 import math
 import time
 
@@ -37,6 +37,23 @@ def copy_saved_tensors():
     return torch.autograd.graph.saved_tensors_hooks(torch.clone, lambda saved: saved)
 
 
+@contextlib.contextmanager
+def comfy_training_mode():
+    """Newer ComfyUI runs RoPE through kernels without a backward pass unless its
+    ``model_management.in_training`` flag is set; older trees have no such flag and need none."""
+    import comfy.model_management as management
+
+    if not hasattr(management, "in_training"):
+        yield
+        return
+    before = management.in_training
+    management.in_training = True
+    try:
+        yield
+    finally:
+        management.in_training = before
+
+
 def batch_loss(model, spec, encoder, config, generator):
     batch = scenes.random_scenes(config.batch, generator)
     clean = scenes.render(batch)
@@ -60,7 +77,9 @@ def train(name, config, log=print, checkpoint_every=0, path=None):
     encoder = models.prompt_encoder()
     network = model.diffusion_model
     network.train()
-    ema = copy.deepcopy(model)
+    network.requires_grad_(True)  # newer ComfyUI creates its parameters frozen, for inference
+    # A second seeded build starts equal to the model (newer ComfyUI's model config cannot be deep-copied).
+    ema = models.build(name, seed=config.seed)
     ema.diffusion_model.requires_grad_(False)
     optimiser = torch.optim.AdamW(network.parameters(), lr=config.learning_rate, weight_decay=config.weight_decay)
 
@@ -74,7 +93,7 @@ def train(name, config, log=print, checkpoint_every=0, path=None):
     started = time.monotonic()
     running = None
     for step in range(config.steps):
-        with copy_saved_tensors():
+        with copy_saved_tensors(), comfy_training_mode():
             loss = batch_loss(model, spec, encoder, config, generator)
         optimiser.zero_grad(set_to_none=True)
         loss.backward()
