@@ -101,15 +101,43 @@ def _record_call_info(executor, x, t, c_concat=None, c_crossattn=None, control=N
     return executor(x, t, c_concat, c_crossattn, control, options, **kwargs)
 
 
-def _attention_arguments(q, k, v, heads, mask=None, attn_precision=None, skip_reshape=False, skip_output_reshape=False, **kwargs):
-    return dict(q=q, k=k, v=v, heads=heads, mask=mask, skip_reshape=skip_reshape, skip_output_reshape=skip_output_reshape)
+def _attention_arguments(q, k, v, heads, mask=None, attn_precision=None, skip_reshape=False, skip_output_reshape=False,
+                         scale=None, enable_gqa=False, **kwargs):
+    """The arguments of an attention call by name. ComfyUI of 2026 adds ``scale`` (a softmax scale
+    other than 1/sqrt(D)), ``enable_gqa`` (K/V with fewer heads than Q) and keywords that only
+    choose a backend (``low_precision_attention``, ``preferred_attention``), which stay in kwargs."""
+    return dict(q=q, k=k, v=v, heads=heads, mask=mask, skip_reshape=skip_reshape,
+                skip_output_reshape=skip_output_reshape, scale=scale, enable_gqa=enable_gqa)
 
 
-def _to_heads(x, heads, skip_reshape):
-    """(B, L, H*D) or (B, L, H, D) -> (B, H, L, D); already split tensors pass through."""
+def _to_heads(x, heads, skip_reshape, dim_head):
+    """(B, L, H*D) or (B, L, H, D) -> (B, H, L, D); already split tensors pass through. K and V of a
+    grouped-query call have fewer heads of the same D."""
     if skip_reshape:
         return x
-    return x.reshape(x.shape[0], x.shape[1], heads, -1).transpose(1, 2)
+    return x.reshape(x.shape[0], x.shape[1], -1, dim_head).transpose(1, 2)
+
+
+def _split_heads(q, k, v, heads, skip_reshape, scale):
+    """q, k, v as (B, H, L, D) with H query heads, or a reason why the call cannot be patched.
+
+    K/V with fewer heads (grouped-query attention) are repeated to the query heads, the way
+    ComfyUI's own backends do. A softmax scale other than 1/sqrt(D) is folded into q: every patch
+    computes its logits as q k^T / sqrt(D), so the folded q gives them the call's own scale.
+    Returns ((q, k, v), None) or (None, reason).
+    """
+    dim_head = q.shape[-1] if skip_reshape else q.shape[-1] // heads
+    q, k, v = (_to_heads(x, heads, skip_reshape, dim_head) for x in (q, k, v))
+    query_heads, key_heads = q.shape[1], k.shape[1]
+    if k.shape[-1] != dim_head or v.shape[1] != key_heads or query_heads % key_heads:
+        return None, (f"grouped-query attention with {query_heads} query heads and {key_heads} key / "
+                      f"{v.shape[1]} value heads of sizes {dim_head}, {k.shape[-1]}, {v.shape[-1]}")
+    if key_heads != query_heads:
+        k = k.repeat_interleave(query_heads // key_heads, dim=1)
+        v = v.repeat_interleave(query_heads // key_heads, dim=1)
+    if scale is not None and scale != dim_head ** -0.5:
+        q = q * (scale * dim_head ** 0.5)
+    return (q, k, v), None
 
 
 def _mask_4d(mask):
@@ -147,6 +175,12 @@ class JointAttentionOverride(SharedOnCopy):
         self.selection = selection
         self.window = window
         self.previous = previous
+        self._logged_reasons = set()
+
+    def _log_unpatched(self, reason):
+        if reason not in self._logged_reasons:
+            self._logged_reasons.add(reason)
+            logger.warning("[ComfyUI-GAG] an attention call runs unpatched: %s.", reason)
 
     def __call__(self, func, *args, **kwargs):
         call = self._joint_call(args, kwargs)
@@ -171,7 +205,11 @@ class JointAttentionOverride(SharedOnCopy):
         if block not in self.selection or not self.window.contains(info.sigma):
             return None
         a = _attention_arguments(*args, **kwargs)
-        q, k, v = (_to_heads(a[name], a["heads"], a["skip_reshape"]) for name in ("q", "k", "v"))
+        split, reason = _split_heads(a["q"], a["k"], a["v"], a["heads"], a["skip_reshape"], a["scale"])
+        if split is None:
+            self._log_unpatched(reason)
+            return None
+        q, k, v = split
         text_tokens = info.text_tokens
         joint = options.get(JOINT_INFO_KEY)
         if joint is not None:
@@ -226,7 +264,7 @@ class UnetAttentionReplace(SharedOnCopy):
         if info is None or not self.window.contains(info.sigma):
             return self._base(q, k, v, extra_options)
         heads = extra_options["n_heads"]
-        split = [_to_heads(t, heads, False) for t in (q, k, v)]
+        split = [_to_heads(t, heads, False, extra_options["dim_head"]) for t in (q, k, v)]
         text_tokens = split[1].shape[2] if self.kind == "cross" else 0
         call = AttentionCall(*split, None, self.kind, text_tokens, tuple(extra_options["block"]), info.sigma, False, extra_options)
         if self.patch.mode == "replace":

@@ -40,3 +40,10 @@ def import_comfy():
     import comfy.model_management  # noqa: F401  (reads the flags above once)
 
     return root
+
+
+def comfyui_version():
+    """The version of the ComfyUI under test as a tuple of ints, e.g. (0, 33, 0)."""
+    text = (comfyui_dir() / "comfyui_version.py").read_text()
+    version = text.split("__version__", 1)[1].split('"')[1]
+    return tuple(int(part) for part in version.split(".")[:3])

@@ -1,0 +1,193 @@
+"""The attention-call API of ComfyUI 2026 (softmax ``scale``, ``enable_gqa``, additive padding
+masks holding -finfo.max), met by the pack's override on every tested ComfyUI.
+
+Calls go through ComfyUI's own ``optimized_attention`` with the override installed by the nodes, the
+way a model's attention layer makes them. Where a tree's backend ignores a keyword (0.3.75 has no
+``scale`` or grouped-query support), the tests compare what the pack adds, which is the pack's alone.
+"""
+import sys
+
+import comfy.ldm.modules.attention as attention
+import pytest
+import torch
+
+import comfy_env
+from pack_testing import PACK_MODULE, run_node
+
+HEADS, DIM, TEXT, IMAGE = 2, 16, 6, 10
+NODES = {
+    "GAG": ("GAGAttentionGuidanceAdvanced", dict(eta=float("inf"), cap="absolute")),
+    "PLADIS": ("PLADISAttentionGuidance", dict(scale=2.0)),
+    "circulation": ("AttentionCirculationControl", dict(alpha=1.5, beta=3.0)),
+}
+
+
+def patching():
+    return sys.modules[PACK_MODULE + ".nodes.patching"]
+
+
+def joint_options(model):
+    """transformer_options of a FLUX double-block call inside a model call at mid-run."""
+    options = dict(model.model_options["transformer_options"])
+    sigma = float(model.get_model_object("model_sampling").percent_to_sigma(0.5))
+    options[patching().CALL_INFO_KEY] = patching().CallInfo(sigma=sigma, text_tokens=TEXT)
+    options.update(block_type="double", block_index=0, total_blocks=2)
+    return options
+
+
+def qkv(seed, heads=HEADS, key_heads=HEADS, tokens=TEXT + IMAGE):
+    generator = torch.Generator().manual_seed(seed)
+    return (torch.randn(1, heads, tokens, DIM, generator=generator),
+            torch.randn(1, key_heads, tokens, DIM, generator=generator),
+            torch.randn(1, key_heads, tokens, DIM, generator=generator))
+
+
+def call(options, q, k, v, **keywords):
+    return attention.optimized_attention(q, k, v, q.shape[1], skip_reshape=True, transformer_options=options, **keywords)
+
+
+def added_by_pack(model, q, k, v, **keywords):
+    """The patched call's output minus the unpatched one, same arguments."""
+    unpatched = {key: value for key, value in joint_options(model).items() if key != "optimized_attention_override"}
+    return call(joint_options(model), q, k, v, **keywords) - call(unpatched, q, k, v, **keywords)
+
+
+@pytest.fixture(params=list(NODES))
+def patched_flux(request, node_classes, tiny_model):
+    node_id, inputs = NODES[request.param]
+    return request.param, run_node(node_classes[node_id], model=tiny_model("flux"), **inputs)[0]
+
+
+def test_the_override_never_takes_tensor_containers(patched_flux):
+    # An override with container_function is handed ComfyUI's single-owner containers instead of
+    # tensors, which the pack's patches cannot read.
+    override = patched_flux[1].model_options["transformer_options"]["optimized_attention_override"]
+    assert not hasattr(override, "container_function")
+
+
+def test_softmax_scale_is_honoured(patched_flux):
+    """Attention with scale s over (q, k, v) is attention with the default 1/sqrt(D) over
+    (q s sqrt(D), k, v): the pack's guidance must be the same for both."""
+    name, model = patched_flux
+    q, k, v = qkv(seed=1)
+    scale = 0.6 / DIM ** 0.5
+    folded = q * (scale * DIM ** 0.5)
+    if name == "circulation":  # a replace patch: the output is the pack's alone
+        with_scale, expected = call(joint_options(model), q, k, v, scale=scale), call(joint_options(model), folded, k, v)
+        ignoring_scale = call(joint_options(model), q, k, v)
+    else:
+        with_scale, expected = added_by_pack(model, q, k, v, scale=scale), added_by_pack(model, folded, k, v)
+        ignoring_scale = added_by_pack(model, q, k, v)
+    torch.testing.assert_close(with_scale, expected, rtol=1e-5, atol=1e-6)
+    assert (with_scale - ignoring_scale).abs().max() > 1e-2 * ignoring_scale.abs().max(), "scale was ignored"
+
+
+def _reference_attention(q, k, v, heads, mask=None, skip_reshape=True, enable_gqa=False, **kwargs):
+    """What a grouped-query-aware backend computes, for trees whose own backends lack it."""
+    return torch.nn.functional.scaled_dot_product_attention(q, k, v, attn_mask=mask, enable_gqa=enable_gqa)
+
+
+@pytest.mark.parametrize("heads_first", [True, False], ids=["(B,H,L,D)", "(B,L,H*D)"])
+def test_grouped_query_attention_matches_repeated_keys(patched_flux, heads_first):
+    """K/V with fewer heads than Q: the result equals the call with K/V repeated to every query
+    head, which is what grouped-query attention means."""
+    _, model = patched_flux
+    q, k, v = qkv(seed=2, heads=4, key_heads=2)
+    override = model.model_options["transformer_options"]["optimized_attention_override"]
+    if heads_first:
+        layout = dict(skip_reshape=True, skip_output_reshape=True)
+
+        def arrange(x):
+            return x
+    else:
+        layout = {}
+
+        def arrange(x):
+            return x.transpose(1, 2).reshape(1, x.shape[2], -1)
+
+    def run(k, v, **keywords):
+        def func(q, k, v, heads, **kwargs):
+            if heads_first:
+                return _reference_attention(q, k, v, heads, **kwargs)
+            split = [x.reshape(1, x.shape[1], -1, DIM).transpose(1, 2) for x in (q, k, v)]
+            out = _reference_attention(*split, heads, **kwargs)
+            return out.transpose(1, 2).reshape(1, out.shape[2], -1)
+
+        return override(func, arrange(q), arrange(k), arrange(v), 4, transformer_options=joint_options(model),
+                        **layout, **keywords)
+
+    grouped = run(k, v, enable_gqa=True)
+    repeated = run(k.repeat_interleave(2, dim=1), v.repeat_interleave(2, dim=1))
+    assert grouped.shape == repeated.shape
+    torch.testing.assert_close(grouped, repeated, rtol=1e-5, atol=1e-6)
+
+
+@pytest.mark.skipif(comfy_env.comfyui_version() < (0, 33, 0), reason="ComfyUI 0.3.75 has no grouped-query attention")
+def test_grouped_query_attention_through_comfyui(patched_flux):
+    _, model = patched_flux
+    q, k, v = qkv(seed=3, heads=4, key_heads=2)
+    grouped = call(joint_options(model), q, k, v, enable_gqa=True, skip_output_reshape=True)
+    repeated = call(joint_options(model), q, k.repeat_interleave(2, dim=1), v.repeat_interleave(2, dim=1),
+                    skip_output_reshape=True)
+    torch.testing.assert_close(grouped, repeated, rtol=1e-5, atol=1e-6)
+
+
+def test_grouped_query_attention_the_pack_cannot_pair_runs_unpatched(patched_flux, caplog):
+    """3 key heads for 4 query heads pair no query head with one key head: the call gets exactly
+    what the chain below the pack returns, and one log line says why."""
+    _, model = patched_flux
+    q, k, v = qkv(seed=4, heads=4, key_heads=3)
+    override = model.model_options["transformer_options"]["optimized_attention_override"]
+    sentinel = torch.full((1, 4, TEXT + IMAGE, DIM), 7.0)
+    for _ in range(3):
+        output = override(lambda *args, **kwargs: sentinel, q, k, v, 4, skip_reshape=True, enable_gqa=True,
+                          transformer_options=joint_options(model))
+        assert output is sentinel
+    assert sum("runs unpatched: grouped-query" in record.getMessage() for record in caplog.records) == 1
+
+
+def test_additive_padding_mask_with_finfo_max_equals_removing_the_padded_keys(patched_flux):
+    """Qwen-Image on ComfyUI 0.33 masks padded text tokens with an additive (B, 1, L) mask holding
+    -finfo.max: the image rows must be exactly what they are without those tokens."""
+    name, model = patched_flux
+    q, k, v = qkv(seed=5)
+    padded = [TEXT - 2, TEXT - 1]
+    mask = torch.zeros(1, 1, TEXT + IMAGE)
+    mask[..., padded] = -torch.finfo(mask.dtype).max
+    masked = call(joint_options(model), q, k, v, mask=mask)
+
+    kept = [i for i in range(TEXT + IMAGE) if i not in padded]
+    options = joint_options(model)
+    options[patching().CALL_INFO_KEY] = patching().CallInfo(sigma=options[patching().CALL_INFO_KEY].sigma,
+                                                            text_tokens=TEXT - len(padded))
+    removed = call(options, q[:, :, kept], k[:, :, kept], v[:, :, kept])
+    assert torch.isfinite(masked).all()
+    tolerance = dict(rtol=1e-5, atol=1e-5) if name != "circulation" else dict(rtol=1e-4, atol=1e-4)
+    torch.testing.assert_close(masked[:, TEXT:], removed[:, TEXT - len(padded):], **tolerance)
+
+
+def _qwen_run(model, context, attention_mask=None):
+    import comfy.sample
+
+    from tiny_models import empty_latent
+
+    latent = empty_latent("qwen_image")
+    noise = torch.randn(latent.shape, generator=torch.Generator().manual_seed(0))
+    extra = {} if attention_mask is None else {"attention_mask": attention_mask}
+    return comfy.sample.sample(model, noise, 2, 1.0, "euler", "normal", [[context, extra]], [[context, {}]], latent,
+                               seed=0, disable_pbar=True)
+
+
+@pytest.mark.skipif(comfy_env.comfyui_version() < (0, 33, 0),
+                    reason="ComfyUI 0.3.75's Qwen-Image passes no text padding mask to attention")
+def test_qwen_image_text_padding_mask_end_to_end(node_classes, tiny_model):
+    """A prompt padded with masked tokens samples the same image as the unpadded prompt, with GAG on."""
+    model = run_node(node_classes["GAGAttentionGuidance"], model=tiny_model("qwen_image"))[0]
+    context = torch.randn(1, 12, 3584, generator=torch.Generator().manual_seed(6))
+    padding = torch.randn(1, 5, 3584, generator=torch.Generator().manual_seed(7))
+    attention_mask = torch.cat([torch.ones(1, 12), torch.zeros(1, 5)], dim=1).long()
+    padded = _qwen_run(model, torch.cat([context, padding], dim=1), attention_mask)
+    unpadded = _qwen_run(model, context)
+    assert torch.isfinite(padded).all()
+    torch.testing.assert_close(padded, unpadded, rtol=1e-4, atol=1e-4)
+    assert not torch.allclose(_qwen_run(tiny_model("qwen_image"), context), unpadded, atol=1e-3), "GAG changed nothing"
