@@ -182,6 +182,9 @@ class JointAttentionOverride(SharedOnCopy):
             self._logged_reasons.add(reason)
             logger.warning("[ComfyUI-GAG] an attention call runs unpatched: %s.", reason)
 
+    # Run as Python even inside a compiled model: ComfyUI 0.33's TorchCompileModel drops the guards on
+    # transformer_options, so a step's sigma read inside a compiled graph would be frozen at its first value.
+    @torch.compiler.disable
     def __call__(self, func, *args, **kwargs):
         call = self._joint_call(args, kwargs)
         replaces = call is not None and self.patch.mode == "replace"
@@ -259,6 +262,7 @@ class UnetAttentionReplace(SharedOnCopy):
             transformer_options=extra_options,
         )
 
+    @torch.compiler.disable  # like JointAttentionOverride.__call__
     def __call__(self, q, k, v, extra_options):
         info = extra_options.get(CALL_INFO_KEY)
         if info is None or not self.window.contains(info.sigma):

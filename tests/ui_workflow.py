@@ -158,13 +158,19 @@ def _types_match(output_type, input_type):
     return bool(set(str(output_type).split(",")) & set(str(input_type).split(",")))
 
 
+def combo_choices(kind, options):
+    """The choices of a combo input as /object_info lists them ([choices, ...] or ["COMBO",
+    {"options": choices}]), or None for other inputs."""
+    return kind if isinstance(kind, list) else options.get("options") if kind == "COMBO" else None
+
+
 def _check_value(where, name, value, kind, options):
     """Problems of one widget value against its input spec."""
     if name in FILE_INPUTS:
         if not (isinstance(value, str) and value.endswith(MODEL_FILE_SUFFIXES)):
             return [f"{where}: {name}={value!r} is not a model file name"]
         return []
-    choices = kind if isinstance(kind, list) else options.get("options") if kind == "COMBO" else None
+    choices = combo_choices(kind, options)
     if choices is not None:
         return [] if value in choices else [f"{where}: {name}={value!r} is not one of {choices}"]
     if kind == "BOOLEAN":
@@ -197,10 +203,11 @@ def check(workflow, object_info):
         if info is None:
             problems.append(f"{where}: the server has no such node type")
             continue
-        outputs = [(o["name"], o["type"]) for o in node.get("outputs", [])]
-        expected = list(zip(info["output_name"], info["output"]))
-        if outputs != expected:
-            problems.append(f"{where}: outputs {outputs} differ from the server's {expected}")
+        # Output names are labels, and a newer ComfyUI may add outputs after the saved ones (SaveImage
+        # gained one after 0.3.75): a saved workflow's output slots must have the server's types.
+        outputs = [o["type"] for o in node.get("outputs", [])]
+        if outputs != info["output"][:len(outputs)]:
+            problems.append(f"{where}: output types {outputs} differ from the server's {info['output']}")
         sockets = {name: kind for name, kind, _ in socket_inputs(info)}
         widgets = dict(widget_inputs(info))
         for slot in node.get("inputs", []):

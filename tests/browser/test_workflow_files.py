@@ -52,9 +52,12 @@ def _slots(node):
 def test_frontend_loads_and_queues_workflow(path, frontend, object_info):
     workflow = json.loads(path.read_text())
     _load(frontend, workflow)
-    broken = frontend.evaluate(
-        "() => app.graph._nodes.filter(n => n.has_errors || !LiteGraph.registered_node_types[n.type]).map(n => n.type)")
-    assert not broken, f"nodes the frontend does not know: {broken}"
+    unknown = frontend.evaluate("() => app.graph._nodes.filter(n => !LiteGraph.registered_node_types[n.type]).map(n => n.type)")
+    assert not unknown, f"nodes the frontend does not know: {unknown}"
+    # Newer frontends flag a loader whose model file the server lacks; the test server has none of them.
+    flagged = frontend.evaluate("() => app.graph._nodes.filter(n => n.has_errors).map(n => n.id)")
+    unexplained = {node_id for node_id in flagged if not _names_missing_file(written_node(workflow, node_id), object_info)}
+    assert not unexplained, f"nodes the frontend flags for other reasons than a missing model file: {unexplained}"
 
     saved = frontend.evaluate("() => app.graph.serialize()")
     written = {n["id"]: n for n in workflow["nodes"]}
@@ -75,6 +78,20 @@ def test_frontend_loads_and_queues_workflow(path, frontend, object_info):
     _load(frontend, bypassed)
     queued = _queued_prompt(frontend)
     assert queued == ui_workflow.to_api(bypassed, object_info), _differences(queued, bypassed, object_info)
+
+
+def written_node(workflow, node_id):
+    return next(node for node in workflow["nodes"] if node["id"] == node_id)
+
+
+def _names_missing_file(node, object_info):
+    """Whether a widget of ``node`` names a model file that none of its server-side lists offers."""
+    inputs = object_info[node["type"]]["input"]
+    offered = {option for group in ("required", "optional") for kind, *options in inputs.get(group, {}).values()
+               for option in ui_workflow.combo_choices(kind, options[0] if options else {}) or []}
+    files = {value for value in node.get("widgets_values") or []
+             if isinstance(value, str) and value.endswith(ui_workflow.MODEL_FILE_SUFFIXES)}
+    return bool(files - offered)
 
 
 def _differences(queued, workflow, object_info):

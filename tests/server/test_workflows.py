@@ -24,7 +24,9 @@ WORKFLOWS_DIR = pathlib.Path(__file__).resolve().parents[2] / "workflows"
 WORKFLOWS = sorted(WORKFLOWS_DIR.glob("*.json"))
 
 # Model files no ComfyUI template names; the builder's MODELS says where each comes from.
-NOT_IN_TEMPLATES = {"dmd2_sdxl_4step_lora.safetensors"}
+# The official DMD2 LoRA has no ComfyUI template; SD1.5's templates left the templates package after
+# the one that ComfyUI 0.3.75 asks for, and the file's name is still the official one.
+NOT_IN_TEMPLATES = {"dmd2_sdxl_4step_lora.safetensors", "v1-5-pruned-emaonly-fp16.safetensors"}
 SAVE_NODES = {"SaveImage": "images", "SaveLatent": "latents"}
 
 
