@@ -7,6 +7,10 @@ Three hooks, all on a clone of the user's ModelPatcher (the input model is never
 - the UNet ``attn1``/``attn2`` replace patches for the selected blocks, chained the same way;
 - an APPLY_MODEL wrapper that records, once per model call, the current sigma and the number of
   text tokens, so that per-attention-call code does no device sync and no guessing.
+A backend node placed after ours that replaces the override without chaining it (ComfyUI 0.33's
+ModelAttentionBackend) would drop DiT patches; an ON_PREPARE_STATE callback puts them back on top of
+that backend for each sampling run, the way core's own attention nodes re-install themselves.
+The hooks run as Python even inside a torch.compile'd model, so a step's sigma is never frozen.
 SD3's MMDiT does not tell attention calls which block they are in; a DiT block-replace wrapper adds
 that, and the joint sequence length that tells its joint call from SD3.5's image-only one.
 """
@@ -14,6 +18,7 @@ import dataclasses
 import logging
 
 import comfy.ldm.modules.attention
+import comfy.model_patcher
 import comfy.patcher_extension
 import torch
 
@@ -22,6 +27,7 @@ from .layout import UNET, detect_layout
 CALL_INFO_KEY = "comfyui_gag_call"
 PROBE_KEY = "comfyui_gag_probe"  # the geometry probe's recorder, when one is connected
 JOINT_INFO_KEY = "comfyui_gag_joint"
+OVERRIDES_KEY = "comfyui_gag_overrides"  # the pack's attention overrides on a model, in installation order
 WRAPPER_KEY = "comfyui_gag"
 logger = logging.getLogger("ComfyUI-GAG")
 
@@ -177,6 +183,10 @@ class JointAttentionOverride(SharedOnCopy):
         self.previous = previous
         self._logged_reasons = set()
 
+    def on_top_of(self, previous):
+        """The same override, chained to ``previous``."""
+        return JointAttentionOverride(self.patch, self.selection, self.window, previous)
+
     def _log_unpatched(self, reason):
         if reason not in self._logged_reasons:
             self._logged_reasons.add(reason)
@@ -188,15 +198,21 @@ class JointAttentionOverride(SharedOnCopy):
     def __call__(self, func, *args, **kwargs):
         call = self._joint_call(args, kwargs)
         replaces = call is not None and self.patch.mode == "replace"
-        if replaces and self.previous is None:
-            return call.to_output_layout(self.patch.attention(call))
         if replaces:
             # Overrides installed before ours run on top of the replaced attention.
             func = _ReplacedAttention(self, func)
-        output = self.previous(func, *args, **kwargs) if self.previous else func(*args, **kwargs)
+        output = self._chain_below(func, *args, **kwargs)
         if call is None or replaces:
             return output
         return self.patch.apply(call, output)
+
+    def _chain_below(self, func, *args, **kwargs):
+        """What the overrides installed before ours return for this call. A backend choice among them
+        ignores the attention function it is handed, so a replacement from above (ours, or one chained
+        on top of ours) goes around it."""
+        if self.previous is None or (isinstance(func, _ReplacedAttention) and _is_backend_choice(self.previous)):
+            return func(*args, **kwargs)
+        return self.previous(func, *args, **kwargs)
 
     def _joint_call(self, args, kwargs):
         options = kwargs.get("transformer_options") or {}
@@ -293,6 +309,28 @@ class JointBlockInfo(SharedOnCopy):
         return self.previous(args, extra) if self.previous is not None else extra["original_block"](args)
 
 
+def _is_backend_choice(override):
+    """Whether ``override`` was made by ``ModelPatcher.set_model_optimized_attention`` (ComfyUI 0.33's
+    ModelAttentionBackend node), which calls its backend and no override installed before it."""
+    setter = getattr(comfy.model_patcher.ModelPatcher, "set_model_optimized_attention", None)
+    code = getattr(override, "__code__", None)
+    return setter is not None and code is not None and code in setter.__code__.co_consts
+
+
+def _reinstall_overrides(patcher, timestep, model_options=None):
+    """ON_PREPARE_STATE callback: when a backend node placed after the pack's nodes has replaced their
+    attention override, put the pack's overrides back on top of that backend, in their order, for
+    this sampling run (ComfyUI passes the run's own copy of the model options; older trees, which have
+    no such node, pass none)."""
+    options = (model_options or {}).get("transformer_options", {})
+    current = options.get("optimized_attention_override")
+    if not _is_backend_choice(current):
+        return
+    for override in options.get(OVERRIDES_KEY, ()):
+        current = override.on_top_of(current)
+    options["optimized_attention_override"] = current
+
+
 def model_layout(model, node_name):
     """The layout of a ModelPatcher's diffusion model, or None after logging once why the node
     leaves this model unpatched."""
@@ -324,9 +362,11 @@ def install(model, layout, patch, selection, window, unet_attention="attn2"):
                 replace = UnetAttentionReplace(patch, kind, window, existing.get(key))
                 patched.set_model_patch_replace(replace, unet_attention, *key)
         return patched
-    options["optimized_attention_override"] = JointAttentionOverride(
-        patch, selection, window, options.get("optimized_attention_override")
-    )
+    override = JointAttentionOverride(patch, selection, window, options.get("optimized_attention_override"))
+    options["optimized_attention_override"] = override
+    options[OVERRIDES_KEY] = options.get(OVERRIDES_KEY, ()) + (override,)
+    if _reinstall_overrides not in patched.get_all_callbacks(comfy.patcher_extension.CallbacksMP.ON_PREPARE_STATE):
+        patched.add_callback_with_key(comfy.patcher_extension.CallbacksMP.ON_PREPARE_STATE, WRAPPER_KEY, _reinstall_overrides)
     if layout.joint_blocks_attribute:
         existing = options.get("patches_replace", {}).get("dit", {})
         for group, number in sorted(layout.all_blocks()):
