@@ -15,8 +15,8 @@ def compiled(model):
     return nodes_torch_compile.TorchCompileModel.execute(model, "inductor")[0]
 
 
-@pytest.mark.parametrize("window", list(WINDOWS))
-@pytest.mark.parametrize("order", ["compile after GAG", "compile before GAG"])
+# Each case compiles for about 20 s on two cores: both windows and both orders, in two cases.
+@pytest.mark.parametrize("window,order", [("second half", "compile after GAG"), ("first half", "compile before GAG")])
 def test_torch_compile_keeps_the_window_switching(node_classes, tiny_model, window, order):
     """ComfyUI 0.33 compiles without guards on transformer_options, so a decision read from them is
     frozen at its first value: the window must still switch at the right step."""
