@@ -1,0 +1,369 @@
+"""The nodes' patches against the float64 oracle (tests/oracle.py), call by call.
+
+Every attention call of a sampled tiny model is captured through ComfyUI's hooks: DiT calls by an
+attention override installed on top of the pack's, UNet calls by replace patches installed below
+(the plain attention every block computes) and on top of the pack's. Each call must be exactly the
+plain attention where the pack must not act (unselected blocks, outside the start/end window, text
+query rows of a joint call) and the oracle's result where it must, with an effect far above the
+rounding noise that the comparison tolerates. Each node input is varied away from its default in
+turn, and the test checks that the oracle with that value differs from the oracle with the default,
+so an input the pack ignored, or swapped with its default, fails.
+"""
+import dataclasses
+
+import comfy.ldm.modules.attention as attention
+import pytest
+import torch
+
+import oracle
+from pack_testing import run_node
+from tiny_models import sample
+
+INF = float("inf")
+TEXT_TOKENS = 20
+# Every tiny DiT turns its latent into 64 image tokens (16x16 with 2x2 patches, FLUX.2's 8x8 with 1x1),
+# placed after the text: a joint call's text span is what precedes them, whatever padding the model adds.
+IMAGE_TOKENS = 64
+
+
+@dataclasses.dataclass(frozen=True)
+class Expect:
+    """What the oracle needs to know of a node's settings: its documented defaults, overridden."""
+
+    method: str  # "gag", "pladis" or "circulation"
+    scale: float = 10.0
+    strength: float = 1.0
+    eta: float = 0.03
+    zeta: float = 0.0
+    cap: str = "relative"
+    alpha: float = 1.5  # entmax alpha (guidance) or circulation alpha
+    beta: float = 3.0
+    adaptive: object = None
+    adapt_beta: bool = False
+    all_keys: bool = False
+    reference_path: bool = False
+
+    def rule(self):
+        if self.method == "pladis":
+            return lambda dense, sparse: oracle.pladis(dense, sparse, self.scale)
+        return lambda dense, sparse: oracle.gag(dense, sparse, self.scale, self.eta, self.zeta, self.cap)
+
+
+DEFAULTS = {
+    "GAGAttentionGuidance": Expect("gag"),
+    "GAGAttentionGuidanceAdvanced": Expect("gag"),
+    "PLADISAttentionGuidance": Expect("pladis", scale=1.0),
+    "AttentionCirculationControl": Expect("circulation", alpha=1.05),
+    "AttentionCirculationControlAdvanced": Expect("circulation", alpha=1.05),
+}
+
+# (node, input, value, the oracle's settings for it, families): each input of each node, away from its default.
+INPUT_CASES = [
+    ("GAGAttentionGuidance", "scale", 3.0, dict(scale=3.0), ("sd15", "flux")),
+    ("GAGAttentionGuidanceAdvanced", "scale", 4.0, dict(scale=4.0), ("sd15", "flux")),
+    ("GAGAttentionGuidanceAdvanced", "strength", 0.6, dict(strength=0.6), ("sd15", "flux")),
+    ("GAGAttentionGuidanceAdvanced", "eta", 0.3, dict(eta=0.3), ("sd15", "flux")),
+    ("GAGAttentionGuidanceAdvanced", "zeta", 0.5, dict(zeta=0.5), ("sd15", "flux")),
+    ("GAGAttentionGuidanceAdvanced", "alpha", 2.0, dict(alpha=2.0), ("sd15", "flux")),
+    ("GAGAttentionGuidanceAdvanced", "guide_keys", "all keys", dict(all_keys=True), ("flux",)),
+    ("GAGAttentionGuidanceAdvanced", "cap", "absolute", dict(cap="absolute"), ("sd15", "flux")),
+    ("PLADISAttentionGuidance", "scale", 1.7, dict(scale=1.7), ("sd15", "flux")),
+    ("PLADISAttentionGuidance", "alpha", 2.0, dict(alpha=2.0), ("sd15", "flux")),
+    ("AttentionCirculationControl", "alpha", 1.3, dict(alpha=1.3), ("sd15", "flux")),
+    ("AttentionCirculationControl", "beta", 1.5, dict(beta=1.5), ("sd15", "flux")),
+    ("AttentionCirculationControlAdvanced", "alpha", 1.3, dict(alpha=1.3), ("sd15",)),
+    ("AttentionCirculationControlAdvanced", "beta", 1.5, dict(beta=1.5), ("sd15",)),
+    ("AttentionCirculationControlAdvanced", "adaptive", "dev", dict(adaptive="dev"), ("sd15", "flux")),
+    ("AttentionCirculationControlAdvanced", "adaptive", "scale", dict(adaptive="scale"), ("sd15", "flux")),
+    ("AttentionCirculationControlAdvanced", "adapt_beta", True, dict(adapt_beta=True), ("sd15", "flux")),
+    ("AttentionCirculationControlAdvanced", "path", "input space (paper)", dict(reference_path=True), ("sd15",)),
+]
+# The blocks each node patches when `layers` is empty, as the README documents them.
+GUIDANCE_NODES = {"GAGAttentionGuidance", "GAGAttentionGuidanceAdvanced", "PLADISAttentionGuidance"}
+
+
+def patched_by_default(node_id, block):
+    """UNet guidance leaves the middle block alone (PLADIS' choice); everything else is patched."""
+    return not (node_id in GUIDANCE_NODES and block[0] == "middle")
+
+
+# ---------------------------------------------------------------------------------------------
+# Capturing every attention call
+
+
+class SharedOnCopy:
+    """ComfyUI deep-copies model options on every clone; a recorder must stay the one the test reads."""
+
+    def __deepcopy__(self, memo):
+        return self
+
+
+class OverrideRecorder(SharedOnCopy):
+    """An attention override on top of the pack's: each call's arguments, output and plain output."""
+
+    def __init__(self, inner, blocks):
+        self.inner = inner
+        self.blocks = blocks
+        self.calls = []
+
+    def __call__(self, func, *args, **kwargs):
+        output = self.inner(func, *args, **kwargs) if self.inner else func(*args, **kwargs)
+        options = kwargs.get("transformer_options") or {}
+        # Which block a call comes from is read off the call order, not off block information that
+        # the pack itself adds for some families (SD3).
+        block = self.blocks[len(self.calls) % len(self.blocks)]
+        self.calls.append(dict(args=args, kwargs=kwargs, output=output, plain=func(*args, **kwargs), block=block,
+                               sigma=float(options["sigmas"][0])))
+        return output
+
+
+class PlainReplace(SharedOnCopy):
+    """A UNet replace patch computing ComfyUI's own attention, installed below the pack's."""
+
+    def __init__(self):
+        self.calls = 0
+
+    def __call__(self, q, k, v, extra_options):
+        self.calls += 1
+        return attention.optimized_attention(q, k, v, extra_options["n_heads"], transformer_options=extra_options)
+
+
+class ReplaceRecorder(SharedOnCopy):
+    """On top of whatever replace patch a UNet block has: each call's q, k, v and output, and
+    whether the plain patch below was reached."""
+
+    def __init__(self, inner, below, calls):
+        self.inner, self.below, self.calls = inner, below, calls
+
+    def __call__(self, q, k, v, extra_options):
+        reached = self.below.calls
+        output = self.inner(q, k, v, extra_options)
+        self.calls.append(dict(q=q, k=k, v=v, output=output, options=extra_options, heads=extra_options["n_heads"],
+                               block=tuple(extra_options["block"]), below_reached=self.below.calls > reached,
+                               sigma=float(extra_options["sigmas"][0])))
+        return output
+
+
+def unet_transformer_keys(model):
+    """(group, number, transformer index) of every transformer block of a UNet, read off its modules."""
+    unet = model.model.diffusion_model
+    containers = [("input", i, b) for i, b in enumerate(unet.input_blocks)] + [("middle", 0, unet.middle_block)]
+    containers += [("output", i, b) for i, b in enumerate(unet.output_blocks)]
+    keys = []
+    for group, number, container in containers:
+        for module in container.modules():
+            if hasattr(module, "transformer_blocks"):
+                keys += [(group, number, index) for index in range(len(module.transformer_blocks))]
+    return keys
+
+
+def dit_blocks(model):
+    """The DiT's attention calls of one model call in order, as (group, number): FLUX's double then
+    single blocks, SD3's joint blocks and Qwen-Image's blocks each make one call."""
+    dit = model.model.diffusion_model
+    if hasattr(dit, "double_blocks"):
+        return [("double", i) for i in range(len(dit.double_blocks))] + [("single", i) for i in range(len(dit.single_blocks))]
+    blocks = getattr(dit, "joint_blocks", None) or dit.transformer_blocks
+    return [("double", i) for i in range(len(blocks))]
+
+
+def captured(node_id, family, model, inputs, attn="attn2", **sampling):
+    """Sample ``model`` patched by ``node_id`` with ``inputs`` and return every attention call."""
+    node_classes, base = model
+    if family in ("sd15", "sdxl"):
+        below = {}
+        base = base.clone()
+        for key in unet_transformer_keys(base):
+            below[key] = PlainReplace()
+            base.set_model_patch_replace(below[key], attn, *key)
+        patched = run_node(node_classes[node_id], model=base, **inputs)[0].clone()
+        calls = []
+        replaces = patched.model_options["transformer_options"]["patches_replace"][attn]
+        # ComfyUI prefers a (group, number, transformer index) patch to a (group, number) one, and
+        # every block has the former here.
+        for key in below:
+            patched.set_model_patch_replace(ReplaceRecorder(replaces[key], below[key], calls), attn, *key)
+    else:
+        patched = run_node(node_classes[node_id], model=base, **inputs)[0].clone()
+        options = patched.model_options["transformer_options"]
+        recorder = OverrideRecorder(options.get("optimized_attention_override"), dit_blocks(base))
+        options["optimized_attention_override"] = recorder
+        calls = recorder.calls
+    sample(patched, family, cfg=1.0, cond_tokens=TEXT_TOKENS, **sampling)
+    return calls
+
+
+def heads_first(call):
+    """q, k, v of a captured call as (B, H, L, D), and a function putting (B, H, L, D) in its output layout."""
+    if "q" in call:  # UNet: (B, L, H*D)
+        split = [t.reshape(t.shape[0], t.shape[1], call["heads"], -1).transpose(1, 2) for t in (call["q"], call["k"], call["v"])]
+        return split, lambda x: x.transpose(1, 2).reshape(call["output"].shape)
+    args, kwargs = call["args"], call["kwargs"]
+    q, k, v = args[:3]
+    heads = args[3] if len(args) > 3 else kwargs["heads"]
+    if not kwargs.get("skip_reshape", False):
+        q, k, v = (t.reshape(t.shape[0], t.shape[1], heads, -1).transpose(1, 2) for t in (q, k, v))
+    if kwargs.get("skip_output_reshape", False):
+        return (q, k, v), lambda x: x
+    return (q, k, v), lambda x: x.transpose(1, 2).reshape(call["output"].shape)
+
+
+def plain_of(call):
+    if "plain" in call:
+        return call["plain"]
+    return attention.optimized_attention(call["q"], call["k"], call["v"], call["heads"], transformer_options=call["options"])
+
+
+def oracle_output(expect, call, layer_input=None):
+    """The output the pack must give for a captured call that it patches, float64."""
+    (q, k, v), layout = heads_first(call)
+    if expect.method == "circulation":
+        reference = {}
+        if expect.reference_path:
+            reference = dict(x=layer_input["x"], w_v=layer_input["w_v"], b_v=layer_input["b_v"])
+        return layout(oracle.circulation(q, k, v, expect.alpha, expect.beta, adaptive=expect.adaptive,
+                                         adapt_beta=expect.adapt_beta, **reference))
+    text = None if "q" in call else q.shape[2] - IMAGE_TOKENS
+    delta = oracle.guidance_delta(q, k, v, expect.rule(), expect.alpha, expect.strength, mask=mask_of(call),
+                                  text_tokens=text, all_keys=expect.all_keys)
+    return plain_of(call).double() + layout(delta)
+
+
+def mask_of(call):
+    """The attention mask a DiT call carries (keyword, or Qwen-Image's fifth positional argument), as 4-D."""
+    if "q" in call:
+        return None
+    mask = call["kwargs"].get("mask", call["args"][4] if len(call["args"]) > 4 else None)
+    if mask is None or mask.ndim == 4:
+        return mask
+    return mask[:, None] if mask.ndim == 3 else mask[None, None]
+
+
+def assert_text_rows_untouched(expect, call):
+    """Guidance leaves the text queries of a joint call exactly as the plain attention gives them."""
+    if expect.method == "circulation" or "q" in call:
+        return
+    row_dim = 2 if call["kwargs"].get("skip_output_reshape", False) else 1
+    text = call["output"].shape[row_dim] - IMAGE_TOKENS
+    assert torch.equal(call["output"].narrow(row_dim, 0, text), call["plain"].narrow(row_dim, 0, text)), \
+        f"{call['block']}: text query rows changed"
+
+
+def assert_matches(output, expected, what):
+    """float32 output against the float64 oracle: within 1e-5 of the output's range."""
+    tolerance = 1e-5 * max(expected.abs().max().item(), 1.0)
+    torch.testing.assert_close(output.double(), expected, rtol=0, atol=tolerance, msg=lambda m: f"{what}: {m}")
+    return tolerance
+
+
+# ---------------------------------------------------------------------------------------------
+# The tests
+
+
+@pytest.mark.parametrize("node_id,name,value,settings,family", [
+    pytest.param(n, i, v, s, f, id=f"{n}-{i}={v}-{f}") for n, i, v, s, families in INPUT_CASES for f in families])
+def test_every_node_input_reaches_the_patch(node_classes, tiny_model, node_id, name, value, settings, family):
+    expect = dataclasses.replace(DEFAULTS[node_id], **settings)
+    default = DEFAULTS[node_id]
+    attn = "attn1" if expect.method == "circulation" else "attn2"
+    layer_inputs = LayerInputs() if expect.reference_path else None
+    base = tiny_model(family)
+    if layer_inputs is not None:
+        base = layer_inputs.installed_on(base)
+    calls = captured(node_id, family, (node_classes, base), {name: value}, attn=attn, steps=1)
+    assert calls, "no attention call was captured"
+    effects, separations = [], []
+    for index, call in enumerate(calls):
+        if not patched_by_default(node_id, call["block"]):
+            assert torch.equal(call["output"], plain_of(call)), f"call {index} {call['block']} is not patched by default"
+            continue
+        assert_text_rows_untouched(expect, call)
+        layer_input = layer_inputs.of(call) if layer_inputs is not None else None
+        expected = oracle_output(expect, call, layer_input)
+        tolerance = assert_matches(call["output"], expected, f"call {index} {call['block']}")
+        if "below_reached" in call and expect.method != "circulation":
+            assert call["below_reached"], f"{call['block']}: the patch installed before the pack's was not called"
+        effects.append((expected - plain_of(call).double()).abs().max().item() / tolerance)
+        if expect.reference_path:
+            continue
+        separations.append((expected - oracle_output(default, call, layer_input)).abs().max().item() / tolerance)
+    assert max(effects) > 100, f"the patch's effect is within 100x the rounding tolerance: {max(effects):.1f}x"
+    if separations:
+        assert max(separations) > 100, f"{name}={value!r} and its default give the same result within the tolerance"
+
+
+class LayerInputs:
+    """For the input-space circulation path: the normalised layer input that each UNet self-attention
+    sees (recorded through attn1_patch) and the value projection of its block."""
+
+    def __init__(self):
+        self.inputs = {}
+
+    def installed_on(self, model):
+        patched = model.clone()
+        self.unet = model.model.diffusion_model
+
+        def record(q, k, v, extra_options):
+            key = tuple(extra_options["block"]) + (extra_options.get("block_index", 0),)
+            self.inputs[key] = q  # attn1_patch sees the normalised input before projection (q = k = v = x)
+            return q, k, v
+
+        patched.set_model_attn1_patch(record)
+        return patched
+
+    def of(self, call):
+        key = call["block"] + (call["options"].get("block_index", 0),)
+        group, number, index = key
+        container = {"input": self.unet.input_blocks, "output": self.unet.output_blocks}.get(group)
+        container = self.unet.middle_block if container is None else container[number]
+        blocks = [m for m in container.modules() if hasattr(m, "transformer_blocks")][0].transformer_blocks
+        projection = blocks[index].attn1.to_v
+        return dict(x=self.inputs[key], w_v=projection.weight, b_v=projection.bias)
+
+
+def check_calls(calls, expect, selected, window=None):
+    """Every captured call: plain exactly where the pack must not act, the oracle where it must.
+    selected(block) says whether a block is patched; window (sigma_start, sigma_end) or None."""
+    patched = 0
+    for index, call in enumerate(calls):
+        inside = window is None or window[1] <= call["sigma"] <= window[0]
+        if not (selected(call["block"]) and inside):
+            assert torch.equal(call["output"], plain_of(call)), f"call {index} {call['block']} sigma {call['sigma']:.3f} was patched"
+            continue
+        assert_text_rows_untouched(expect, call)
+        expected = oracle_output(expect, call)
+        tolerance = assert_matches(call["output"], expected, f"call {index} {call['block']}")
+        assert (expected - plain_of(call).double()).abs().max() > 100 * tolerance, f"call {index}: no effect"
+        patched += 1
+    assert patched, "no call was patched"
+
+
+LAYER_CASES = [
+    ("sd15", "input 4-5, output 9", {("input", 4), ("input", 5), ("output", 9)}),
+    ("sdxl", "middle 0, output 2", {("middle", 0), ("output", 2)}),
+    ("flux", "double 1, single 0", {("double", 1), ("single", 0)}),
+    ("flux2", "single 1", {("single", 1)}),
+    ("sd3", "double 1", {("double", 1)}),
+    ("qwen_image", "joint 0", {("double", 0)}),
+]
+
+
+@pytest.mark.parametrize("node_id", ["GAGAttentionGuidanceAdvanced", "PLADISAttentionGuidance"])
+@pytest.mark.parametrize("family,layers,blocks", LAYER_CASES, ids=[case[0] for case in LAYER_CASES])
+def test_layers_select_exactly_their_blocks(node_classes, tiny_model, node_id, family, layers, blocks):
+    calls = captured(node_id, family, (node_classes, tiny_model(family)), {"layers": layers}, steps=1)
+    assert {call["block"] for call in calls} > blocks, "the model has no other blocks to leave alone"
+    check_calls(calls, DEFAULTS[node_id], lambda block: block in blocks)
+
+
+@pytest.mark.parametrize("family", ["sd15", "flux"])
+def test_start_and_end_percent_bound_the_steps_that_are_patched(node_classes, tiny_model, family):
+    model = tiny_model(family)
+    sampling = model.get_model_object("model_sampling")
+    window = (float(sampling.percent_to_sigma(0.3)), float(sampling.percent_to_sigma(0.7)))
+    calls = captured("GAGAttentionGuidanceAdvanced", family, (node_classes, model),
+                     {"start_percent": 0.3, "end_percent": 0.7}, steps=6)
+    sigmas = {call["sigma"] for call in calls}
+    assert any(window[1] <= s <= window[0] for s in sigmas) and any(not window[1] <= s <= window[0] for s in sigmas)
+    check_calls(calls, DEFAULTS["GAGAttentionGuidanceAdvanced"],
+                lambda block: patched_by_default("GAGAttentionGuidanceAdvanced", block), window)
