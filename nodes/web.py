@@ -18,10 +18,13 @@ def _prompt_server():
 
 
 def send_to_client(event, data):
-    """Send a message to the browser tabs, when ComfyUI runs as a server."""
+    """Send a message to the browser tab that queued the running prompt, as ComfyUI does with its own
+    progress messages: other tabs may show the same node ids, and a prompt queued without a client
+    id has no tab to tell."""
     server = _prompt_server()
-    if server is not None:
-        server.send_sync(event, data)
+    client = getattr(server, "client_id", None)
+    if client is not None:
+        server.send_sync(event, data, client)
 
 
 def register_routes():

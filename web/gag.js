@@ -13,7 +13,11 @@ const NODES_WITH_LAYERS = new Set([
 const connectedBlocks = new Map();
 let knownFamilies = null;
 
+const PLOT_DATA_URL = /^data:image\/png;base64,[A-Za-z0-9+/=]+$/;
+
 function showPlotInNode(detail) {
+  // Only an inline PNG: a server message never makes the page fetch a URL.
+  if (typeof detail.image !== "string" || !PLOT_DATA_URL.test(detail.image)) return;
   // Node ids are numbers in graphs built in the UI, strings in prompts loaded from API JSON.
   const node = app.graph?.getNodeById(detail.node) ?? app.graph?.getNodeById(Number(detail.node));
   if (!node) return;
@@ -60,20 +64,30 @@ export async function blockMenuEntries(node) {
   return entries;
 }
 
+// Block lists come from the server. Older frontends' context menus render entries as HTML, newer ones
+// as text: entries go in escaped, then each shows its text as it is.
+function escapeHtml(text) {
+  return String(text).replace(/[&<>"']/g, (c) => `&#${c.charCodeAt(0)};`);
+}
+
 async function showBlockMenu(node, event) {
   const widget = node.widgets?.find((w) => w.name === "layers");
   if (!widget) return;
   const entries = await blockMenuEntries(node);
-  new LiteGraph.ContextMenu(entries.map((e) => e.content), {
+  const shown = entries.map((e) => escapeHtml(e.content));
+  const menu = new LiteGraph.ContextMenu(shown, {
     event,
     title: "Blocks to patch",
     callback: (chosen) => {
-      const entry = entries.find((e) => e.content === chosen);
+      const entry = entries[shown.indexOf(chosen)];
       if (!entry) return;
       widget.value = entry.value;
       widget.callback?.(widget.value);
       app.graph.setDirtyCanvas(true, true);
     },
+  });
+  menu.root?.querySelectorAll(".litemenu-entry").forEach((element, index) => {
+    if (index < entries.length) element.textContent = entries[index].content;
   });
 }
 
