@@ -367,3 +367,41 @@ def test_start_and_end_percent_bound_the_steps_that_are_patched(node_classes, ti
     assert any(window[1] <= s <= window[0] for s in sigmas) and any(not window[1] <= s <= window[0] for s in sigmas)
     check_calls(calls, DEFAULTS["GAGAttentionGuidanceAdvanced"],
                 lambda block: patched_by_default("GAGAttentionGuidanceAdvanced", block), window)
+
+
+@pytest.mark.parametrize("family", ["sd15", "sdxl", "flux", "flux2", "sd3", "qwen_image"])
+@pytest.mark.parametrize("node_id", ["GAGAttentionGuidance", "AttentionCirculationControl"])
+def test_default_blocks_per_family(node_classes, tiny_model, node_id, family):
+    """Empty `layers`: guidance patches every cross-attention block of a UNet but the middle one and
+    every joint block of a DiT; circulation patches every self-attention (UNet) or joint block."""
+    attn = "attn1" if node_id == "AttentionCirculationControl" else "attn2"
+    model = tiny_model(family)
+    calls = captured(node_id, family, (node_classes, model), {}, attn=attn, steps=1)
+    blocks = {key[:2] for key in unet_transformer_keys(model)} if family in ("sd15", "sdxl") else set(dit_blocks(model))
+    assert {call["block"] for call in calls} == blocks
+    check_calls(calls, DEFAULTS[node_id], lambda block: patched_by_default(node_id, block))
+
+
+def test_probe_measures_what_the_rule_it_observes_computes(node_classes, tiny_model):
+    """The probe's share of tokens where GAG's cap binds and its parallel share, per call, against
+    the oracle on the same call's inputs with the node's own cap."""
+    eta = 0.5
+    probe_node = node_classes["AttentionGeometryProbe"]
+    probe_node.hidden = type("Hidden", (), {"prompt": None, "unique_id": None})()
+    probed, geometry = run_node(probe_node, model=tiny_model("flux"))
+    calls = captured("GAGAttentionGuidanceAdvanced", "flux", (node_classes, probed), {"eta": eta}, steps=1)
+    rows = [row for row in geometry.rows if row["kind"] == "guidance"]
+    assert len(rows) == len(calls)
+    fractions = []
+    for call, row in zip(calls, rows):
+        (q, k, v), _ = heads_first(call)
+        text = q.shape[2] - IMAGE_TOKENS
+        dense, sparse, _ = oracle.dense_sparse(q[:, :, text:], k, v, 1.5, keys=slice(0, text))
+        parallel = ((sparse - dense) * sparse).sum(-1, keepdim=True) / (sparse * sparse).sum(-1, keepdim=True) * sparse
+        orthogonal = sparse - dense - parallel
+        bound = parallel.norm(dim=-1) > eta * sparse.norm(dim=-1)  # zeta 0: g is the parallel part
+        fractions.append(bound.double().mean().item())
+        assert row["cap_fraction"] == pytest.approx(fractions[-1], abs=2 / bound.numel())
+        share = parallel.norm(dim=-1).mean() / (parallel.norm(dim=-1).mean() + orthogonal.norm(dim=-1).mean())
+        assert row["parallel_share"] == pytest.approx(share.item(), rel=1e-4)
+    assert 0.05 < sum(fractions) / len(fractions) < 0.95, f"the cap binds on all or no tokens: {fractions}"
