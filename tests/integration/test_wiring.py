@@ -348,25 +348,26 @@ LAYER_CASES = [
 ]
 
 
-@pytest.mark.parametrize("node_id", ["GAGAttentionGuidanceAdvanced", "PLADISAttentionGuidance"])
+@pytest.mark.parametrize("node_id", ["GAGAttentionGuidanceAdvanced", "PLADISAttentionGuidance", "AttentionCirculationControlAdvanced"])
 @pytest.mark.parametrize("family,layers,blocks", LAYER_CASES, ids=[case[0] for case in LAYER_CASES])
 def test_layers_select_exactly_their_blocks(node_classes, tiny_model, node_id, family, layers, blocks):
-    calls = captured(node_id, family, (node_classes, tiny_model(family)), {"layers": layers}, steps=1)
+    attn = "attn1" if node_id == "AttentionCirculationControlAdvanced" else "attn2"
+    calls = captured(node_id, family, (node_classes, tiny_model(family)), {"layers": layers}, attn=attn, steps=1)
     assert {call["block"] for call in calls} > blocks, "the model has no other blocks to leave alone"
     check_calls(calls, DEFAULTS[node_id], lambda block: block in blocks)
 
 
+@pytest.mark.parametrize("node_id", list(DEFAULTS))
 @pytest.mark.parametrize("family", ["sd15", "flux"])
-def test_start_and_end_percent_bound_the_steps_that_are_patched(node_classes, tiny_model, family):
+def test_start_and_end_percent_bound_the_steps_that_are_patched(node_classes, tiny_model, node_id, family):
     model = tiny_model(family)
     sampling = model.get_model_object("model_sampling")
     window = (float(sampling.percent_to_sigma(0.3)), float(sampling.percent_to_sigma(0.7)))
-    calls = captured("GAGAttentionGuidanceAdvanced", family, (node_classes, model),
-                     {"start_percent": 0.3, "end_percent": 0.7}, steps=6)
+    attn = "attn1" if DEFAULTS[node_id].method == "circulation" else "attn2"
+    calls = captured(node_id, family, (node_classes, model), {"start_percent": 0.3, "end_percent": 0.7}, attn=attn, steps=6)
     sigmas = {call["sigma"] for call in calls}
     assert any(window[1] <= s <= window[0] for s in sigmas) and any(not window[1] <= s <= window[0] for s in sigmas)
-    check_calls(calls, DEFAULTS["GAGAttentionGuidanceAdvanced"],
-                lambda block: patched_by_default("GAGAttentionGuidanceAdvanced", block), window)
+    check_calls(calls, DEFAULTS[node_id], lambda block: patched_by_default(node_id, block), window)
 
 
 @pytest.mark.parametrize("family", ["sd15", "sdxl", "flux", "flux2", "sd3", "qwen_image"])
