@@ -94,7 +94,7 @@ class GAGAttentionGuidance(io.ComfyNode):
             "94% or more of the pixels clean at scale 10 (adherence +0.04 [0.00, +0.09] on the UNet at CFG 1, "
             "within noise elsewhere), where the paper's cap (which never bound) left 8% clean at scale 5 on the UNet.",
             inputs=[
-                io.Model.Input("model", tooltip="The diffusion model to guide (SD1.5, SDXL, FLUX, SD3, Qwen-Image)."),
+                io.Model.Input("model", tooltip="The diffusion model to guide (SD1.5, SDXL, FLUX, SD3, Qwen-Image, Z-Image)."),
                 gag_scale_input(),
                 *schedule_inputs(),
             ],

@@ -14,19 +14,47 @@ DIT = "dit"
 _GROUP_ALIASES = {"joint": "double", "in": "input", "mid": "middle", "out": "output", "up": "output", "down": "input"}
 
 
+# Where a DiT's joint attention calls learn how many of their leading tokens are text:
+TEXT_FROM_CONDITIONING = "conditioning"  # the text conditioning's length (FLUX, Qwen-Image)
+TEXT_FROM_BLOCK_ARGUMENTS = "block arguments"  # a block-replace wrapper reads each block's text and image inputs (SD3)
+TEXT_FROM_EMBEDDING = "embedding"  # the model's own token embedding step returns the padded text length (Z-Image)
+
+
+@dataclasses.dataclass(frozen=True)
+class DitStructure:
+    """One structure of joint-attention DiTs: the attributes that mark it, its attention blocks as
+    (group, attribute listing them) in the order ComfyUI runs them, and where a joint call's text span
+    comes from (``text_method``: the model method whose result holds it, for TEXT_FROM_EMBEDDING)."""
+
+    families: str
+    marks: tuple
+    groups: tuple
+    text_span: str = TEXT_FROM_CONDITIONING
+    text_method: str = ""
+
+
+# Every DiT structure the pack patches; all put the text tokens first in a joint call.
+DIT_STRUCTURES = (
+    DitStructure("FLUX.1, FLUX.2, Chroma", ("double_blocks",), (("double", "double_blocks"), ("single", "single_blocks"))),
+    DitStructure("Qwen-Image", ("transformer_blocks", "txt_in"), (("double", "transformer_blocks"),)),
+    DitStructure("SD3", ("joint_blocks",), (("double", "joint_blocks"),), TEXT_FROM_BLOCK_ARGUMENTS),
+    DitStructure("Z-Image, Lumina 2", ("layers", "context_refiner", "noise_refiner", "cap_embedder"), (("double", "layers"),),
+                 TEXT_FROM_EMBEDDING, "patchify_and_embed"),
+)
+
+
 @dataclasses.dataclass(frozen=True)
 class ModelLayout:
     """The attention blocks of one model.
 
     kind: UNET or DIT.
     blocks: group name -> sorted block numbers that contain attention.
-    joint_blocks_attribute: for a DiT whose blocks do not report their index to attention calls
-        (SD3's MMDiT), the attribute that lists them, so the pack can add that information.
+    structure: for a DiT, its DitStructure.
     """
 
     kind: str
     blocks: dict
-    joint_blocks_attribute: str = ""
+    structure: DitStructure = None
 
     def describe(self):
         """'input 1-2, 4-5, output 3-11' style text of every block."""
@@ -47,10 +75,6 @@ def _has_cross_attention(module):
     return any(hasattr(m, "attn2") and getattr(m, "attn2") is not None for m in module.modules())
 
 
-def _has_attention(module):
-    return any(hasattr(m, "attn1") for m in module.modules())
-
-
 def detect_layout(diffusion_model):
     """The ModelLayout of a diffusion model (``ModelPatcher.model.diffusion_model``), or None when
     its structure is not one the pack knows how to patch."""
@@ -62,15 +86,11 @@ def detect_layout(diffusion_model):
         }
         blocks = {g: n for g, n in blocks.items() if n}
         return ModelLayout(UNET, blocks) if blocks else None
-    if hasattr(diffusion_model, "double_blocks"):
-        blocks = {"double": list(range(len(diffusion_model.double_blocks)))}
-        if len(getattr(diffusion_model, "single_blocks", [])):
-            blocks["single"] = list(range(len(diffusion_model.single_blocks)))
-        return ModelLayout(DIT, blocks)
-    if hasattr(diffusion_model, "transformer_blocks") and hasattr(diffusion_model, "txt_in"):
-        return ModelLayout(DIT, {"double": list(range(len(diffusion_model.transformer_blocks)))})
-    if hasattr(diffusion_model, "joint_blocks"):
-        return ModelLayout(DIT, {"double": list(range(len(diffusion_model.joint_blocks)))}, "joint_blocks")
+    for structure in DIT_STRUCTURES:
+        if all(hasattr(diffusion_model, mark) for mark in structure.marks):
+            blocks = {group: list(range(len(getattr(diffusion_model, attribute, None) or [])))
+                      for group, attribute in structure.groups}
+            return ModelLayout(DIT, {group: numbers for group, numbers in blocks.items() if numbers}, structure)
     return None
 
 
@@ -97,6 +117,7 @@ KNOWN_FAMILIES = {
     "SD3 / SD3.5 medium": "double 0-23",
     "SD3.5 large": "double 0-37",
     "Qwen-Image": "double 0-59",
+    "Z-Image Turbo": "double 0-29",
 }
 
 

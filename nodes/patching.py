@@ -22,7 +22,7 @@ import comfy.model_patcher
 import comfy.patcher_extension
 import torch
 
-from .layout import UNET, detect_layout
+from .layout import DIT_STRUCTURES, TEXT_FROM_BLOCK_ARGUMENTS, TEXT_FROM_EMBEDDING, UNET, detect_layout
 
 CALL_INFO_KEY = "comfyui_gag_call"
 PROBE_KEY = "comfyui_gag_probe"  # the geometry probe's recorder, when one is connected
@@ -309,6 +309,23 @@ class JointBlockInfo(SharedOnCopy):
         return self.previous(args, extra) if self.previous is not None else extra["original_block"](args)
 
 
+class TextSpanFromEmbedding(SharedOnCopy):
+    """Object patch of a DiT's token-embedding method (Z-Image's ``patchify_and_embed``) that tells the
+    joint calls after it their (text, total) token counts: the text is padded there (to a multiple
+    of 32 with learned tokens), so the conditioning's length is not the text span."""
+
+    def __init__(self, embed):
+        self.embed = embed
+
+    def __call__(self, *args, **kwargs):
+        result = self.embed(*args, **kwargs)
+        tokens, _, _, text_sizes = result[:4]
+        options = kwargs.get("transformer_options")
+        if options is not None:
+            options[JOINT_INFO_KEY] = (int(text_sizes[0]), tokens.shape[1])
+        return result
+
+
 def _is_backend_choice(override):
     """Whether ``override`` was made by ``ModelPatcher.set_model_optimized_attention`` (ComfyUI 0.33's
     ModelAttentionBackend node), which calls its backend and no override installed before it."""
@@ -339,8 +356,8 @@ def model_layout(model, node_name):
     if layout is None:
         logger.warning(
             "[ComfyUI-GAG] %s: %s has no attention blocks this pack can patch (it knows UNets like "
-            "SD1.5/SDXL and joint-attention DiTs like FLUX, SD3 and Qwen-Image); the model runs unpatched.",
-            node_name, type(diffusion_model).__name__,
+            "SD1.5/SDXL and the joint-attention DiTs %s); the model runs unpatched.",
+            node_name, type(diffusion_model).__name__, "; ".join(s.families for s in DIT_STRUCTURES),
         )
     return layout
 
@@ -367,9 +384,14 @@ def install(model, layout, patch, selection, window, unet_attention="attn2"):
     options[OVERRIDES_KEY] = options.get(OVERRIDES_KEY, ()) + (override,)
     if _reinstall_overrides not in patched.get_all_callbacks(comfy.patcher_extension.CallbacksMP.ON_PREPARE_STATE):
         patched.add_callback_with_key(comfy.patcher_extension.CallbacksMP.ON_PREPARE_STATE, WRAPPER_KEY, _reinstall_overrides)
-    if layout.joint_blocks_attribute:
+    structure = layout.structure
+    if structure.text_span == TEXT_FROM_BLOCK_ARGUMENTS:
         existing = options.get("patches_replace", {}).get("dit", {})
         for group, number in sorted(layout.all_blocks()):
             key = ("double_block", number)
             patched.set_model_patch_replace(JointBlockInfo(number, existing.get(key)), "dit", *key)
+    elif structure.text_span == TEXT_FROM_EMBEDDING:
+        name = f"diffusion_model.{structure.text_method}"
+        if not isinstance(patched.get_model_object(name), TextSpanFromEmbedding):
+            patched.add_object_patch(name, TextSpanFromEmbedding(patched.get_model_object(name)))
     return patched

@@ -9,6 +9,9 @@ import dataclasses
 import torch
 
 FAMILIES = ("sd15", "sdxl", "sd3", "flux", "flux2", "qwen_image")
+# Families the pack patches from a ComfyUI version on: the oldest tree whose model tells its
+# attention calls what the pack needs.
+NEWER_FAMILIES = {"z_image": (0, 33, 0)}
 
 
 @dataclasses.dataclass(frozen=True)
@@ -86,6 +89,18 @@ SPECS = {
             axes_dims_rope=(8, 12, 12),
         ),
         (16, 1, 16, 16), 3584, 0,
+    ),
+    # ComfyUI 0.33 tells Z-Image's attention calls their block; older trees do not (see NEWER_FAMILIES).
+    # Z-Image's modulation needs a width of at least 256; the head width 128 is the real one's.
+    "z_image": FamilySpec(
+        "ZImage",
+        dict(
+            image_model="lumina2", patch_size=2, in_channels=16, dim=256, cap_feat_dim=2560, n_layers=2,
+            n_refiner_layers=1, n_heads=2, n_kv_heads=2, multiple_of=16, axes_dims=[32, 48, 48],
+            axes_lens=[1536, 512, 512], rope_theta=256.0, ffn_dim_multiplier=8.0 / 3.0, z_image_modulation=True,
+            time_scale=1000.0, pad_tokens_multiple=32, qk_norm=True,
+        ),
+        (16, 16, 16), 2560, 0,
     ),
     # A family the pack does not patch (video DiT with separate cross-attention), for the tests of
     # how unsupported models are handled.

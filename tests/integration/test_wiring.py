@@ -15,9 +15,10 @@ import comfy.ldm.modules.attention as attention
 import pytest
 import torch
 
+import comfy_env
 import oracle
 from pack_testing import run_node
-from tiny_models import sample
+from tiny_models import NEWER_FAMILIES, sample
 
 INF = float("inf")
 TEXT_TOKENS = 20
@@ -59,18 +60,18 @@ DEFAULTS = {
 
 # (node, input, value, the oracle's settings for it, families): each input of each node, away from its default.
 INPUT_CASES = [
-    ("GAGAttentionGuidance", "scale", 3.0, dict(scale=3.0), ("sd15", "flux")),
+    ("GAGAttentionGuidance", "scale", 3.0, dict(scale=3.0), ("sd15", "flux", "z_image")),
     ("GAGAttentionGuidanceAdvanced", "scale", 4.0, dict(scale=4.0), ("sd15", "flux")),
     ("GAGAttentionGuidanceAdvanced", "strength", 0.6, dict(strength=0.6), ("sd15", "flux")),
     ("GAGAttentionGuidanceAdvanced", "eta", 0.3, dict(eta=0.3), ("sd15", "flux")),
     ("GAGAttentionGuidanceAdvanced", "zeta", 0.5, dict(zeta=0.5), ("sd15", "flux")),
     ("GAGAttentionGuidanceAdvanced", "alpha", 2.0, dict(alpha=2.0), ("sd15", "flux")),
-    ("GAGAttentionGuidanceAdvanced", "guide_keys", "all keys", dict(all_keys=True), ("flux",)),
+    ("GAGAttentionGuidanceAdvanced", "guide_keys", "all keys", dict(all_keys=True), ("flux", "z_image")),
     ("GAGAttentionGuidanceAdvanced", "cap", "absolute", dict(cap="absolute"), ("sd15", "flux")),
-    ("PLADISAttentionGuidance", "scale", 1.7, dict(scale=1.7), ("sd15", "flux")),
+    ("PLADISAttentionGuidance", "scale", 1.7, dict(scale=1.7), ("sd15", "flux", "z_image")),
     ("PLADISAttentionGuidance", "alpha", 2.0, dict(alpha=2.0), ("sd15", "flux")),
     ("AttentionCirculationControl", "alpha", 1.3, dict(alpha=1.3), ("sd15", "flux")),
-    ("AttentionCirculationControl", "beta", 1.5, dict(beta=1.5), ("sd15", "flux")),
+    ("AttentionCirculationControl", "beta", 1.5, dict(beta=1.5), ("sd15", "flux", "z_image")),
     ("AttentionCirculationControlAdvanced", "alpha", 1.3, dict(alpha=1.3), ("sd15",)),
     ("AttentionCirculationControlAdvanced", "beta", 1.5, dict(beta=1.5), ("sd15",)),
     ("AttentionCirculationControlAdvanced", "adaptive", "dev", dict(adaptive="dev"), ("sd15", "flux")),
@@ -83,8 +84,9 @@ GUIDANCE_NODES = {"GAGAttentionGuidance", "GAGAttentionGuidanceAdvanced", "PLADI
 
 
 def patched_by_default(node_id, block):
-    """UNet guidance leaves the middle block alone (PLADIS' choice); everything else is patched."""
-    return not (node_id in GUIDANCE_NODES and block[0] == "middle")
+    """UNet guidance leaves the middle block alone (PLADIS' choice), and Z-Image's text-only and
+    image-only refiners have no text and image to relate; every other attention block is patched."""
+    return not (node_id in GUIDANCE_NODES and block[0] == "middle") and "refiner" not in block[0]
 
 
 # ---------------------------------------------------------------------------------------------
@@ -159,8 +161,11 @@ def unet_transformer_keys(model):
 
 def dit_blocks(model):
     """The DiT's attention calls of one model call in order, as (group, number): FLUX's double then
-    single blocks, SD3's joint blocks and Qwen-Image's blocks each make one call."""
+    single blocks, SD3's joint blocks, Qwen-Image's and Z-Image's blocks each make one call."""
     dit = model.model.diffusion_model
+    if hasattr(dit, "context_refiner"):  # Z-Image: text-only and image-only refiners attend before the main layers
+        return ([("context refiner", i) for i in range(len(dit.context_refiner))]
+                + [("noise refiner", i) for i in range(len(dit.noise_refiner))] + [("double", i) for i in range(len(dit.layers))])
     if hasattr(dit, "double_blocks"):
         return [("double", i) for i in range(len(dit.double_blocks))] + [("single", i) for i in range(len(dit.single_blocks))]
     blocks = getattr(dit, "joint_blocks", None) or dit.transformer_blocks
@@ -170,6 +175,9 @@ def dit_blocks(model):
 def captured(node_id, family, model, inputs, attn="attn2", **sampling):
     """Sample ``model`` patched by ``node_id`` with ``inputs`` and return every attention call."""
     node_classes, base = model
+    required = NEWER_FAMILIES.get(family)
+    if required and comfy_env.comfyui_version() < required:
+        pytest.skip(f"{family} tells attention calls their block from ComfyUI {'.'.join(map(str, required))} on")
     if family in ("sd15", "sdxl"):
         below = {}
         base = base.clone()
@@ -345,6 +353,7 @@ LAYER_CASES = [
     ("flux2", "single 1", {("single", 1)}),
     ("sd3", "double 1", {("double", 1)}),
     ("qwen_image", "joint 0", {("double", 0)}),
+    ("z_image", "double 1", {("double", 1)}),
 ]
 
 
@@ -370,7 +379,7 @@ def test_start_and_end_percent_bound_the_steps_that_are_patched(node_classes, ti
     check_calls(calls, DEFAULTS[node_id], lambda block: patched_by_default(node_id, block), window)
 
 
-@pytest.mark.parametrize("family", ["sd15", "sdxl", "flux", "flux2", "sd3", "qwen_image"])
+@pytest.mark.parametrize("family", ["sd15", "sdxl", "flux", "flux2", "sd3", "qwen_image", "z_image"])
 @pytest.mark.parametrize("node_id", ["GAGAttentionGuidance", "AttentionCirculationControl"])
 def test_default_blocks_per_family(node_classes, tiny_model, node_id, family):
     """Empty `layers`: guidance patches every cross-attention block of a UNet but the middle one and
@@ -406,3 +415,22 @@ def test_probe_measures_what_the_rule_it_observes_computes(node_classes, tiny_mo
         share = parallel.norm(dim=-1).mean() / (parallel.norm(dim=-1).mean() + orthogonal.norm(dim=-1).mean())
         assert row["parallel_share"] == pytest.approx(share.item(), rel=1e-4)
     assert 0.05 < sum(fractions) / len(fractions) < 0.95, f"the cap binds on all or no tokens: {fractions}"
+
+
+IDENTITIES = [
+    ("GAGAttentionGuidanceAdvanced", {"strength": 0.0}),
+    ("PLADISAttentionGuidance", {"scale": 0.0}),
+    ("AttentionCirculationControl", {"alpha": 1.0}),
+    ("GAGAttentionGuidance", {"start_percent": 1.0, "end_percent": 1.0}),
+]
+
+
+@pytest.mark.parametrize("family", sorted(NEWER_FAMILIES))
+@pytest.mark.parametrize("node_id,inputs", IDENTITIES, ids=[f"{n}-{i}" for n, i in IDENTITIES])
+def test_identity_settings_on_newer_families_are_bit_identical(node_classes, tiny_model, family, node_id, inputs):
+    required = NEWER_FAMILIES[family]
+    if comfy_env.comfyui_version() < required:
+        pytest.skip(f"{family} is patched from ComfyUI {'.'.join(map(str, required))} on")
+    model = tiny_model(family)
+    identity = run_node(node_classes[node_id], model=model, **inputs)[0]
+    assert torch.equal(sample(identity, family, cond_tokens=TEXT_TOKENS), sample(model, family, cond_tokens=TEXT_TOKENS))
