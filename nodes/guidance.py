@@ -45,15 +45,17 @@ class GuidanceRule:
         return gag(dense, sparse, self.scale, self.eta, self.zeta, self.cap)
 
     def apply(self, call, output):
-        """Add strength * (guided - dense) to the output; text queries of a joint call stay as they are."""
+        """Add strength * (guided - dense) to the output; text and reference-image queries of a joint
+        call stay as they are."""
         recorder = call.options.get(PROBE_KEY)
         observe = None if recorder is None else functools.partial(recorder.guidance, call, self)
         if call.kind == "cross":
             delta = guidance_delta(call.q, call.k, call.v, self.combine, self.alpha, mask=call.mask, observe=observe)
             return call.add_to_rows(output, self._scaled(delta), 0)
         text = call.text_tokens
+        queries, mask = call.generated_rows  # reference-image rows stay as they are
         delta = joint_guidance_delta(
-            call.q, call.k, call.v, self.combine, text, self.alpha, mask=call.mask, all_keys=self.all_keys,
+            queries, call.k, call.v, self.combine, text, self.alpha, mask=mask, all_keys=self.all_keys,
             observe=observe,
         )
         return call.add_to_rows(output, self._scaled(delta), text)

@@ -18,6 +18,7 @@ _GROUP_ALIASES = {"joint": "double", "in": "input", "mid": "middle", "out": "out
 TEXT_FROM_CONDITIONING = "conditioning"  # the text conditioning's length (FLUX, Qwen-Image)
 TEXT_FROM_BLOCK_ARGUMENTS = "block arguments"  # a block-replace wrapper reads each block's text and image inputs (SD3)
 TEXT_FROM_EMBEDDING = "embedding"  # the model's own token embedding step returns the padded text length (Z-Image)
+TEXT_FROM_IMG_SLICE = "img_slice"  # the model says it in transformer_options["img_slice"] (Krea 2; FLUX single blocks on 0.33)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -33,11 +34,13 @@ class DitStructure:
     text_method: str = ""
 
 
-# Every DiT structure the pack patches; all put the text tokens first in a joint call.
+# Every DiT structure the pack patches; all put the text tokens first in a joint call, then the
+# generated image, then any reference images (transformer_options["reference_image_num_tokens"]).
 DIT_STRUCTURES = (
     DitStructure("FLUX.1, FLUX.2, Chroma", ("double_blocks",), (("double", "double_blocks"), ("single", "single_blocks"))),
     DitStructure("Qwen-Image", ("transformer_blocks", "txt_in"), (("double", "transformer_blocks"),)),
     DitStructure("SD3", ("joint_blocks",), (("double", "joint_blocks"),), TEXT_FROM_BLOCK_ARGUMENTS),
+    DitStructure("Krea 2", ("blocks", "txtfusion"), (("single", "blocks"),), TEXT_FROM_IMG_SLICE),
     DitStructure("Z-Image, Lumina 2", ("layers", "context_refiner", "noise_refiner", "cap_embedder"), (("double", "layers"),),
                  TEXT_FROM_EMBEDDING, "patchify_and_embed"),
 )
@@ -118,6 +121,7 @@ KNOWN_FAMILIES = {
     "SD3.5 large": "double 0-37",
     "Qwen-Image": "double 0-59",
     "Z-Image Turbo": "double 0-29",
+    "Krea 2": "single 0-27",
 }
 
 

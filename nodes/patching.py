@@ -45,7 +45,8 @@ class AttentionCall:
     """One attention call as a patch sees it.
 
     q, k, v: (B, H, L, D). kind: "cross" (UNet attn2: every key is text), "self" (UNet attn1) or
-    "joint" (DiT: the first ``text_tokens`` of queries and keys are text, the rest image).
+    "joint" (DiT: the first ``text_tokens`` of queries and keys are text, then the generated image,
+    then ``reference_tokens`` of reference images that edit models append).
     heads_first_output: whether the caller expects (B, H, L, D) back rather than (B, L, H*D).
     options: the transformer options of the call (block info, the layer's input for attn1).
     """
@@ -60,6 +61,16 @@ class AttentionCall:
     sigma: float
     heads_first_output: bool
     options: dict
+    reference_tokens: int = 0
+
+    @property
+    def generated_rows(self):
+        """(q, mask) of the rows up to the end of the generated image (text and image queries)."""
+        end = self.q.shape[2] - self.reference_tokens
+        mask = self.mask
+        if mask is not None and mask.shape[-2] == self.q.shape[2]:
+            mask = mask[..., :end, :]
+        return self.q[:, :, :end], mask
 
     def to_output_layout(self, x):
         """(B, H, L, D) -> the layout the caller expects, in the caller's dtype."""
@@ -69,11 +80,12 @@ class AttentionCall:
         return x.transpose(1, 2).reshape(x.shape[0], x.shape[2], -1)
 
     def add_to_rows(self, output, delta, first_row):
-        """``output`` with ``delta`` (B, H, L - first_row, D) added to query rows first_row and on."""
+        """``output`` with ``delta`` (B, H, n, D) added to the n query rows from first_row on."""
         delta = self.to_output_layout(delta)
         row_dim = 2 if self.heads_first_output else 1
-        head, tail = output.split([first_row, output.shape[row_dim] - first_row], dim=row_dim)
-        return torch.cat([head, tail + delta], dim=row_dim)
+        rows = delta.shape[row_dim]
+        head, middle, tail = output.split([first_row, rows, output.shape[row_dim] - first_row - rows], dim=row_dim)
+        return torch.cat([head, middle + delta, tail], dim=row_dim)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -230,15 +242,19 @@ class JointAttentionOverride(SharedOnCopy):
             return None
         q, k, v = split
         text_tokens = info.text_tokens
-        joint = options.get(JOINT_INFO_KEY)
+        # The model's own word on the text span, where it gives one (ComfyUI 0.33's "img_slice"), or
+        # the pack's block wrapper's or embedding patch's; otherwise the conditioning's length.
+        joint = options.get(JOINT_INFO_KEY) or options.get("img_slice")
         if joint is not None:
             text_tokens, total_tokens = joint
             if q.shape[2] != total_tokens:
                 return None
-        if not 0 < text_tokens < q.shape[2] or k.shape[2] != q.shape[2]:
+        reference_tokens = sum(options.get("reference_image_num_tokens") or ())
+        if not 0 < text_tokens < q.shape[2] - reference_tokens or k.shape[2] != q.shape[2]:
             return None
         mask = _mask_4d(a["mask"])
-        return AttentionCall(q, k, v, mask, "joint", text_tokens, block, info.sigma, a["skip_output_reshape"], options)
+        return AttentionCall(q, k, v, mask, "joint", text_tokens, block, info.sigma, a["skip_output_reshape"], options,
+                             reference_tokens)
 
 
 class _ReplacedAttention:

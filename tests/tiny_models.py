@@ -11,7 +11,7 @@ import torch
 FAMILIES = ("sd15", "sdxl", "sd3", "flux", "flux2", "qwen_image")
 # Families the pack patches from a ComfyUI version on: the oldest tree whose model tells its
 # attention calls what the pack needs.
-NEWER_FAMILIES = {"z_image": (0, 33, 0)}
+NEWER_FAMILIES = {"z_image": (0, 33, 0), "krea2": (0, 33, 0)}
 
 
 @dataclasses.dataclass(frozen=True)
@@ -101,6 +101,16 @@ SPECS = {
             time_scale=1000.0, pad_tokens_multiple=32, qk_norm=True,
         ),
         (16, 16, 16), 2560, 0,
+    ),
+    # Krea 2 (ComfyUI 0.33): one stream of single blocks, grouped-query K/V, text fused from a stack of
+    # text-encoder layers (conditioning width = txtlayers x txtdim); a head width of 128 as the real one's.
+    "krea2": FamilySpec(
+        "Krea2",
+        dict(
+            image_model="krea2", features=256, tdim=256, txtdim=64, heads=2, kvheads=1, multiplier=2, layers=2,
+            patch=2, channels=16, txtlayers=2, txtheads=2, txtkvheads=2,
+        ),
+        (16, 1, 16, 16), 128, 0,
     ),
     # A family the pack does not patch (video DiT with separate cross-attention), for the tests of
     # how unsupported models are handled.
@@ -198,11 +208,14 @@ def empty_latent(family, batch=1):
     return torch.zeros((batch,) + SPECS[family].latent_shape)
 
 
-def sample(model, family, cfg=3.0, batch=1, steps=3, seed=0, cond_tokens=77, uncond_tokens=77, sampler="euler"):
-    """Sample through ComfyUI's own sampler with seeded noise and random conditioning."""
+def sample(model, family, cfg=3.0, batch=1, steps=3, seed=0, cond_tokens=77, uncond_tokens=77, sampler="euler",
+           extra_conditioning=None):
+    """Sample through ComfyUI's own sampler with seeded noise and random conditioning; extra_conditioning
+    (e.g. {"reference_latents": [...]}) goes into the positive conditioning."""
     latent = empty_latent(family, batch)
     noise = torch.randn(latent.shape, generator=torch.Generator().manual_seed(seed))
     positive = random_conditioning(family, batch=1, tokens=cond_tokens, seed=seed + 1)
+    positive[0][1].update(extra_conditioning or {})
     negative = random_conditioning(family, batch=1, tokens=uncond_tokens, seed=seed + 2)
     import comfy.sample  # ComfyUI must be imported through comfy_env first
 

@@ -60,18 +60,18 @@ DEFAULTS = {
 
 # (node, input, value, the oracle's settings for it, families): each input of each node, away from its default.
 INPUT_CASES = [
-    ("GAGAttentionGuidance", "scale", 3.0, dict(scale=3.0), ("sd15", "flux", "z_image")),
+    ("GAGAttentionGuidance", "scale", 3.0, dict(scale=3.0), ("sd15", "flux", "z_image", "krea2")),
     ("GAGAttentionGuidanceAdvanced", "scale", 4.0, dict(scale=4.0), ("sd15", "flux")),
     ("GAGAttentionGuidanceAdvanced", "strength", 0.6, dict(strength=0.6), ("sd15", "flux")),
     ("GAGAttentionGuidanceAdvanced", "eta", 0.3, dict(eta=0.3), ("sd15", "flux")),
     ("GAGAttentionGuidanceAdvanced", "zeta", 0.5, dict(zeta=0.5), ("sd15", "flux")),
     ("GAGAttentionGuidanceAdvanced", "alpha", 2.0, dict(alpha=2.0), ("sd15", "flux")),
-    ("GAGAttentionGuidanceAdvanced", "guide_keys", "all keys", dict(all_keys=True), ("flux", "z_image")),
+    ("GAGAttentionGuidanceAdvanced", "guide_keys", "all keys", dict(all_keys=True), ("flux", "z_image", "krea2")),
     ("GAGAttentionGuidanceAdvanced", "cap", "absolute", dict(cap="absolute"), ("sd15", "flux")),
-    ("PLADISAttentionGuidance", "scale", 1.7, dict(scale=1.7), ("sd15", "flux", "z_image")),
+    ("PLADISAttentionGuidance", "scale", 1.7, dict(scale=1.7), ("sd15", "flux", "z_image", "krea2")),
     ("PLADISAttentionGuidance", "alpha", 2.0, dict(alpha=2.0), ("sd15", "flux")),
     ("AttentionCirculationControl", "alpha", 1.3, dict(alpha=1.3), ("sd15", "flux")),
-    ("AttentionCirculationControl", "beta", 1.5, dict(beta=1.5), ("sd15", "flux", "z_image")),
+    ("AttentionCirculationControl", "beta", 1.5, dict(beta=1.5), ("sd15", "flux", "z_image", "krea2")),
     ("AttentionCirculationControlAdvanced", "alpha", 1.3, dict(alpha=1.3), ("sd15",)),
     ("AttentionCirculationControlAdvanced", "beta", 1.5, dict(beta=1.5), ("sd15",)),
     ("AttentionCirculationControlAdvanced", "adaptive", "dev", dict(adaptive="dev"), ("sd15", "flux")),
@@ -84,9 +84,12 @@ GUIDANCE_NODES = {"GAGAttentionGuidance", "GAGAttentionGuidanceAdvanced", "PLADI
 
 
 def patched_by_default(node_id, block):
-    """UNet guidance leaves the middle block alone (PLADIS' choice), and Z-Image's text-only and
-    image-only refiners have no text and image to relate; every other attention block is patched."""
-    return not (node_id in GUIDANCE_NODES and block[0] == "middle") and "refiner" not in block[0]
+    """UNet guidance leaves the middle block alone (PLADIS' choice); Z-Image's text-only and image-only
+    refiners and Krea 2's text fusion have no text and image to relate; every other block is patched."""
+    return not (node_id in GUIDANCE_NODES and block[0] == "middle") and block[0] not in TEXT_OR_IMAGE_ONLY
+
+
+TEXT_OR_IMAGE_ONLY = {"context refiner", "noise refiner", "text fusion"}
 
 
 # ---------------------------------------------------------------------------------------------
@@ -163,6 +166,10 @@ def dit_blocks(model):
     """The DiT's attention calls of one model call in order, as (group, number): FLUX's double then
     single blocks, SD3's joint blocks, Qwen-Image's and Z-Image's blocks each make one call."""
     dit = model.model.diffusion_model
+    if hasattr(dit, "txtfusion"):  # Krea 2: its text fusion attends over the text first
+        fusion = dit.txtfusion
+        return ([("text fusion", i) for i in range(len(fusion.layerwise_blocks) + len(fusion.refiner_blocks))]
+                + [("single", i) for i in range(len(dit.blocks))])
     if hasattr(dit, "context_refiner"):  # Z-Image: text-only and image-only refiners attend before the main layers
         return ([("context refiner", i) for i in range(len(dit.context_refiner))]
                 + [("noise refiner", i) for i in range(len(dit.noise_refiner))] + [("double", i) for i in range(len(dit.layers))])
@@ -175,9 +182,6 @@ def dit_blocks(model):
 def captured(node_id, family, model, inputs, attn="attn2", **sampling):
     """Sample ``model`` patched by ``node_id`` with ``inputs`` and return every attention call."""
     node_classes, base = model
-    required = NEWER_FAMILIES.get(family)
-    if required and comfy_env.comfyui_version() < required:
-        pytest.skip(f"{family} tells attention calls their block from ComfyUI {'.'.join(map(str, required))} on")
     if family in ("sd15", "sdxl"):
         below = {}
         base = base.clone()
@@ -197,7 +201,7 @@ def captured(node_id, family, model, inputs, attn="attn2", **sampling):
         recorder = OverrideRecorder(options.get("optimized_attention_override"), dit_blocks(base))
         options["optimized_attention_override"] = recorder
         calls = recorder.calls
-    sample(patched, family, cfg=1.0, cond_tokens=TEXT_TOKENS, **sampling)
+    sample(patched, family, cfg=1.0, cond_tokens=TEXT_TOKENS, **sampling)  # sampling: steps, extra_conditioning
     return calls
 
 
@@ -354,6 +358,7 @@ LAYER_CASES = [
     ("sd3", "double 1", {("double", 1)}),
     ("qwen_image", "joint 0", {("double", 0)}),
     ("z_image", "double 1", {("double", 1)}),
+    ("krea2", "single 1", {("single", 1)}),
 ]
 
 
@@ -379,7 +384,7 @@ def test_start_and_end_percent_bound_the_steps_that_are_patched(node_classes, ti
     check_calls(calls, DEFAULTS[node_id], lambda block: patched_by_default(node_id, block), window)
 
 
-@pytest.mark.parametrize("family", ["sd15", "sdxl", "flux", "flux2", "sd3", "qwen_image", "z_image"])
+@pytest.mark.parametrize("family", ["sd15", "sdxl", "flux", "flux2", "sd3", "qwen_image", "z_image", "krea2"])
 @pytest.mark.parametrize("node_id", ["GAGAttentionGuidance", "AttentionCirculationControl"])
 def test_default_blocks_per_family(node_classes, tiny_model, node_id, family):
     """Empty `layers`: guidance patches every cross-attention block of a UNet but the middle one and
@@ -428,9 +433,29 @@ IDENTITIES = [
 @pytest.mark.parametrize("family", sorted(NEWER_FAMILIES))
 @pytest.mark.parametrize("node_id,inputs", IDENTITIES, ids=[f"{n}-{i}" for n, i in IDENTITIES])
 def test_identity_settings_on_newer_families_are_bit_identical(node_classes, tiny_model, family, node_id, inputs):
-    required = NEWER_FAMILIES[family]
-    if comfy_env.comfyui_version() < required:
-        pytest.skip(f"{family} is patched from ComfyUI {'.'.join(map(str, required))} on")
     model = tiny_model(family)
     identity = run_node(node_classes[node_id], model=model, **inputs)[0]
     assert torch.equal(sample(identity, family, cond_tokens=TEXT_TOKENS), sample(model, family, cond_tokens=TEXT_TOKENS))
+
+
+@pytest.mark.skipif(comfy_env.comfyui_version() < (0, 33, 0),
+                    reason="ComfyUI 0.3.75's FLUX does not tell attention calls how many reference tokens it appends")
+def test_reference_image_rows_stay_untouched(node_classes, tiny_model):
+    """An edit model's reference-image tokens (FLUX Kontext style, appended after the generated image)
+    are neither text nor the image being generated: their rows stay exactly plain, and the generated
+    image's rows get the oracle's guidance over the text keys."""
+    reference = torch.randn(1, 16, 16, 16, generator=torch.Generator().manual_seed(9))
+    calls = captured("GAGAttentionGuidanceAdvanced", "flux", (node_classes, tiny_model("flux")), {}, steps=1,
+                     extra_conditioning={"reference_latents": [reference]})
+    expect = DEFAULTS["GAGAttentionGuidanceAdvanced"]
+    generated = slice(TEXT_TOKENS, TEXT_TOKENS + IMAGE_TOKENS)
+    for index, call in enumerate(calls):
+        (q, k, v), _ = heads_first(call)
+        assert q.shape[2] == TEXT_TOKENS + 2 * IMAGE_TOKENS
+        output, plain = call["output"], call["plain"]  # (B, L, H*D)
+        assert torch.equal(output[:, :TEXT_TOKENS], plain[:, :TEXT_TOKENS]), f"call {index}: text rows changed"
+        assert torch.equal(output[:, generated.stop:], plain[:, generated.stop:]), f"call {index}: reference rows changed"
+        delta = oracle.guidance_delta(q[:, :, :generated.stop], k, v, expect.rule(), expect.alpha, text_tokens=TEXT_TOKENS)
+        expected = plain[:, generated].double() + delta[:, :, generated].transpose(1, 2).reshape(plain[:, generated].shape)
+        tolerance = assert_matches(output[:, generated], expected, f"call {index} {call['block']}")
+        assert (expected - plain[:, generated].double()).abs().max() > 100 * tolerance
