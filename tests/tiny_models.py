@@ -5,6 +5,7 @@ real model) and its real text-embedding widths (so conditioning has real shapes)
 channel counts so that a sampling step takes milliseconds on CPU.
 """
 import dataclasses
+import importlib
 
 import torch
 
@@ -90,6 +91,15 @@ SPECS = {
         ),
         (16, 1, 16, 16), 3584, 0,
     ),
+    "chroma": FamilySpec(
+        "Chroma",
+        dict(
+            image_model="chroma", in_channels=64, out_channels=64, context_in_dim=4096, hidden_size=64, mlp_ratio=2.0,
+            num_heads=2, depth=2, depth_single_blocks=2, axes_dim=[4, 14, 14], theta=10000, patch_size=2,
+            qkv_bias=True, in_dim=64, out_dim=64, hidden_dim=64, n_layers=1,
+        ),
+        (16, 16, 16), 4096, 0,
+    ),
     # ComfyUI 0.33 tells Z-Image's attention calls their block; older trees do not (see NEWER_FAMILIES).
     # Z-Image's modulation needs a width of at least 256; the head width 128 is the real one's.
     "z_image": FamilySpec(
@@ -149,19 +159,18 @@ def init_weights(module, seed):
 # value each tree's own detection (comfy/model_detection.py) gives the family. A tree whose model
 # does not take the setting never sees it.
 _REQUIRED_BY_NEWER_TREES = {
-    "flux": {"txt_ids_dims": []},  # FluxParams, ComfyUI 0.3.77 and later
-    "flux2": {"txt_ids_dims": [3]},
+    "flux": ("comfy.ldm.flux.model", "FluxParams", {"txt_ids_dims": []}),  # ComfyUI 0.3.77 and later
+    "flux2": ("comfy.ldm.flux.model", "FluxParams", {"txt_ids_dims": [3]}),
+    "chroma": ("comfy.ldm.chroma.model", "ChromaParams", {"txt_ids_dims": [], "vec_in_dim": None}),
 }
 
 
 def _settings_this_tree_takes(unet_config):
     """unet_config plus the settings of _REQUIRED_BY_NEWER_TREES that this ComfyUI's model takes."""
-    extra = _REQUIRED_BY_NEWER_TREES.get(unet_config.get("image_model"), {})
-    if not extra:
+    if unet_config.get("image_model") not in _REQUIRED_BY_NEWER_TREES:
         return dict(unet_config)
-    import comfy.ldm.flux.model
-
-    fields = {field.name for field in dataclasses.fields(comfy.ldm.flux.model.FluxParams)}
+    module, params_class, extra = _REQUIRED_BY_NEWER_TREES[unet_config["image_model"]]
+    fields = {field.name for field in dataclasses.fields(getattr(importlib.import_module(module), params_class))}
     return {**unet_config, **{name: value for name, value in extra.items() if name in fields}}
 
 
@@ -199,7 +208,7 @@ def random_conditioning(family, batch=1, tokens=77, seed=0):
     extra = {}
     if spec.pooled_dim:
         extra["pooled_output"] = torch.randn(batch, spec.pooled_dim, generator=generator)
-    if family == "flux2":
+    if family in ("flux2", "chroma"):  # FLUX's model class asks for a pooled vector these models never read
         extra["pooled_output"] = torch.zeros(batch, 1)
     return [[context, extra]]
 

@@ -355,6 +355,7 @@ LAYER_CASES = [
     ("sdxl", "middle 0, output 2", {("middle", 0), ("output", 2)}),
     ("flux", "double 1, single 0", {("double", 1), ("single", 0)}),
     ("flux2", "single 1", {("single", 1)}),
+    ("chroma", "double 0, single 1", {("double", 0), ("single", 1)}),
     ("sd3", "double 1", {("double", 1)}),
     ("qwen_image", "joint 0", {("double", 0)}),
     ("z_image", "double 1", {("double", 1)}),
@@ -384,7 +385,7 @@ def test_start_and_end_percent_bound_the_steps_that_are_patched(node_classes, ti
     check_calls(calls, DEFAULTS[node_id], lambda block: patched_by_default(node_id, block), window)
 
 
-@pytest.mark.parametrize("family", ["sd15", "sdxl", "flux", "flux2", "sd3", "qwen_image", "z_image", "krea2"])
+@pytest.mark.parametrize("family", ["sd15", "sdxl", "flux", "flux2", "chroma", "sd3", "qwen_image", "z_image", "krea2"])
 @pytest.mark.parametrize("node_id", ["GAGAttentionGuidance", "AttentionCirculationControl"])
 def test_default_blocks_per_family(node_classes, tiny_model, node_id, family):
     """Empty `layers`: guidance patches every cross-attention block of a UNet but the middle one and
