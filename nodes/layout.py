@@ -37,8 +37,10 @@ class DitStructure:
 # Every DiT structure the pack patches; all put the text tokens first in a joint call, then the
 # generated image, then any reference images (transformer_options["reference_image_num_tokens"]).
 DIT_STRUCTURES = (
-    DitStructure("FLUX.1, FLUX.2 (Klein), Chroma", ("double_blocks",), (("double", "double_blocks"), ("single", "single_blocks"))),
-    DitStructure("Qwen-Image", ("transformer_blocks", "txt_in"), (("double", "transformer_blocks"),)),
+    # JoyImage (double blocks only) and Lens (no pe_embedder) look alike but put the image first.
+    DitStructure("FLUX.1, FLUX.2 (Klein), Chroma", ("double_blocks", "single_blocks"),
+                 (("double", "double_blocks"), ("single", "single_blocks"))),
+    DitStructure("Qwen-Image", ("transformer_blocks", "txt_in", "pe_embedder"), (("double", "transformer_blocks"),)),
     DitStructure("SD3", ("joint_blocks",), (("double", "joint_blocks"),), TEXT_FROM_BLOCK_ARGUMENTS),
     DitStructure("Krea 2", ("blocks", "txtfusion"), (("single", "blocks"),), TEXT_FROM_IMG_SLICE),
     DitStructure("Z-Image, Lumina 2", ("layers", "context_refiner", "noise_refiner", "cap_embedder"), (("double", "layers"),),

@@ -66,3 +66,32 @@ def test_unsupported_family_logged_once_and_runs_unpatched(node_classes, tiny_mo
 def test_start_after_end_is_refused(node_classes, tiny_model):
     with pytest.raises(ValueError, match="start_percent"):
         run_node(node_classes["GAGAttentionGuidance"], model=tiny_model("sd15"), start_percent=0.8, end_percent=0.2)
+
+
+# Models of ComfyUI 0.33 shaped like a known structure but with the image tokens before the text:
+# guiding them as FLUX or Qwen-Image would guide image rows as text, so the pack must refuse them.
+IMAGE_FIRST_MODELS = {
+    "JoyImage": dict(image_model="joyimage", hidden_size=64, num_attention_heads=2, text_dim=64, num_layers=1,
+                     rope_dim_list=[8, 12, 12]),
+    "Lens": dict(image_model="lens", num_layers=1, attention_head_dim=32, num_attention_heads=2, enc_hidden_dim=64,
+                 axes_dims_rope=(8, 12, 12), in_channels=16, out_channels=16),
+}
+
+
+@pytest.mark.parametrize("supported_model", sorted(IMAGE_FIRST_MODELS))
+def test_image_first_lookalikes_are_refused_with_the_supported_families_named(node_classes, supported_model, caplog):
+    import comfy.model_patcher
+    import comfy.supported_models
+
+    import comfy_env
+    import tiny_models
+
+    if not hasattr(comfy.supported_models, supported_model):
+        pytest.skip(f"ComfyUI {'.'.join(map(str, comfy_env.comfyui_version()))} has no {supported_model}")
+    base = tiny_models.build_base_model(supported_model, IMAGE_FIRST_MODELS[supported_model])
+    model = comfy.model_patcher.ModelPatcher(base, load_device=torch.device("cpu"), offload_device=torch.device("cpu"))
+    with caplog.at_level(logging.WARNING):
+        out = run_node(node_classes["GAGAttentionGuidance"], model=model)[0]
+    assert out is model
+    messages = [r.getMessage() for r in caplog.records if "ComfyUI-GAG" in r.getMessage()]
+    assert len(messages) == 1 and "runs unpatched" in messages[0] and "Z-Image" in messages[0], messages

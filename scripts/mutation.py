@@ -1,0 +1,220 @@
+"""Mutation testing of the pack with mutmut, against the fast test layers; not a CI gate.
+
+    .venv/bin/python scripts/mutation.py [--paths nodes/patching.py gag_core ...] [--max-minutes N]
+                                         [--report-only]
+
+mutmut changes one thing at a time in each function of the given files (an operator, a constant,
+an argument dropped), runs the tests that reached that function in a first full run, and counts
+the mutant killed when one of them fails. Writes benchmarks/results/mutation.md: killed / total,
+timeouts and suspicious ones apart, and every surviving mutant with its diff. mutmut is installed
+into the running environment if missing. Results are kept in .cache/mutation/ (git-ignored): a run
+stopped by --max-minutes or Ctrl-C resumes where it stopped, and a later run re-tests only the
+unchecked mutants and those of changed functions. --report-only rewrites the report from them.
+
+The default scope is the modules that wire the pack into ComfyUI and the guidance rules they
+apply: each of their mutants runs sampling tests, some seconds to a minute apiece, so all of
+gag_core and nodes (--paths gag_core nodes) takes many hours.
+
+mutmut copies the sources and tests into mutants/ under the folder it runs in and switches a
+mutant on only inside the module named after the file's path there. The integration tests import
+the nodes as ComfyUI_GAG_under_test.nodes.* (tests/pack_testing.py), the unit tests gag_core as
+gag_core.*. So mutmut runs in .cache/mutation/, where links make the pack a folder of that name,
+and gag_core sits beside it; this file is also loaded into its pytest runs as a plugin (-p
+mutation) that gives the pack that same gag_core, so a gag_core mutant is on in both layers.
+"""
+import argparse
+import datetime
+import importlib
+import importlib.metadata
+import importlib.util
+import json
+import os
+import pathlib
+import pkgutil
+import platform
+import signal
+import subprocess
+import sys
+import time
+
+REPO = pathlib.Path(__file__).resolve().parent.parent
+STAGE = REPO / ".cache" / "mutation"
+REPORT = REPO / "benchmarks" / "results" / "mutation.md"
+MUTMUT_VERSION = "3.8.1"  # the version this script and its report parsing were written against
+DEFAULT_PATHS = ["nodes/patching.py", "nodes/guidance.py", "nodes/circulation.py", "nodes/probe.py",
+                 "nodes/layout.py", "gag_core/delta.py", "gag_core/guidance.py"]
+# Unit tests, and the integration tests that check the nodes' patches call by call: about two
+# minutes in all, and each mutant runs only the ones that reached its function.
+TESTS = ["tests/unit", "tests/integration/test_wiring.py", "tests/integration/test_attention_api.py",
+         "tests/integration/test_guidance_nodes.py", "tests/integration/test_circulation_nodes.py",
+         "tests/integration/test_bad_input.py", "tests/integration/test_probe.py"]
+# Scans the source text for forbidden calls; the mutated copies carry mutmut's own code.
+IGNORED_TESTS = ["tests/unit/test_safety.py"]
+PACK_LINKS = ["__init__.py", "nodes", "tests", "benchmarks"]  # the unit tests import benchmarks.quality
+# A mutant's time limit is (its tests' measured time + this) x 15; the measured time leaves out
+# what every run pays first: collection and building the tiny models.
+TIMEOUT_CONSTANT_S = 30
+
+
+def pack_module():
+    """The name the integration tests import the pack under."""
+    from pack_testing import PACK_MODULE
+
+    return PACK_MODULE
+
+
+def pytest_load_initial_conftests(early_config):
+    """As a plugin in mutmut's pytest runs: before any conftest imports the pack, alias every
+    gag_core module under the pack's name, so the pack's relative imports get the unit tests'
+    gag_core (the staged pack has none of its own)."""
+    import gag_core
+
+    for module in pkgutil.iter_modules(gag_core.__path__):
+        importlib.import_module(f"gag_core.{module.name}")
+    for name, module in list(sys.modules.items()):
+        if name.split(".")[0] == "gag_core":
+            sys.modules[f"{pack_module()}.{name}"] = module
+
+
+def staged(path):
+    """Where a repository path lies in the staging folder."""
+    return path if path.split("/")[0] == "gag_core" else f"{pack_module()}/{path}"
+
+
+def unstaged(path):
+    return path.removeprefix(f"{pack_module()}/")
+
+
+def write_stage(paths):
+    """Links to the sources and tests, and mutmut's configuration for this scope."""
+    (STAGE / pack_module()).mkdir(parents=True, exist_ok=True)
+    for link, target in [(pack_module() + "/" + name, name) for name in PACK_LINKS] + [("gag_core", "gag_core")]:
+        if not (STAGE / link).is_symlink():
+            (STAGE / link).symlink_to(REPO / target)
+    only_mutate = [staged(p) + ("/*" if (REPO / p).is_dir() else "") for p in paths]
+    config = {
+        "source_paths": [staged("nodes"), "gag_core"],
+        "only_mutate": only_mutate,
+        "also_copy": [staged(p) for p in ["__init__.py", "tests", "benchmarks/quality"]],
+        "pytest_add_cli_args": ["-c", staged("tests/pytest.ini"), "-p", "no:cacheprovider", "-p", "mutation",
+                                *[f"--ignore={staged(p)}" for p in IGNORED_TESTS]],
+        "pytest_add_cli_args_test_selection": [staged(p) for p in TESTS],
+        "timeout_constant": TIMEOUT_CONSTANT_S,
+    }
+    # JSON lists, strings and numbers are valid TOML values.
+    lines = ["[tool.mutmut]"] + [f"{key} = {json.dumps(value)}" for key, value in config.items()]
+    (STAGE / "pyproject.toml").write_text("\n".join(lines) + "\n")
+
+
+def mutmut_command(*args):
+    # The console script, not `python -m mutmut`, which mutmut warns imports its main module twice.
+    return [str(pathlib.Path(sys.executable).parent / "mutmut"), *args]
+
+
+def run_mutmut(max_minutes):
+    """Runs mutmut in the staging folder, one mutant at a time (the machine is shared); past the
+    time budget, interrupts it the way Ctrl-C does, which keeps every finished result."""
+    python_path = [str(REPO / "scripts"), *filter(None, os.environ.get("PYTHONPATH", "").split(os.pathsep))]
+    env = dict(os.environ, PYTHONPATH=os.pathsep.join(python_path))
+    env.setdefault("GAG_TEST_CACHE", str(REPO / ".cache" / "tiny_models"))  # or the copy builds its own
+    process = subprocess.Popen(mutmut_command("run", "--max-children", "1"), cwd=STAGE, env=env)
+    try:
+        process.wait(timeout=max_minutes * 60 if max_minutes else None)
+        return "complete" if process.returncode == 0 else f"mutmut stopped with exit code {process.returncode}"
+    except subprocess.TimeoutExpired:
+        process.send_signal(signal.SIGINT)
+        outcome = f"stopped after the {max_minutes:g}-minute budget"
+    except KeyboardInterrupt:  # Ctrl-C reached mutmut too
+        outcome = "interrupted"
+    try:
+        process.wait(timeout=120)
+    except subprocess.TimeoutExpired:
+        process.kill()
+        process.wait()
+    return outcome
+
+
+def results():
+    """{mutant name: status} over the configured scope."""
+    listing = subprocess.run(mutmut_command("results", "--all", "true"), cwd=STAGE, text=True,
+                             capture_output=True, check=True).stdout
+    return dict(line.strip().rsplit(": ", 1) for line in listing.splitlines() if ": " in line)
+
+
+def checked(statuses):
+    return sum(status != "not checked" for status in statuses.values())
+
+
+def describe(name):
+    """(file, function) of a mutant named like pkg.module.xǁClassǁmethod__mutmut_3."""
+    module, _, mangled = name.partition("__mutmut_")[0].rpartition(".")
+    function = mangled.removeprefix("x_") if mangled.startswith("x_") else ".".join(mangled.split("ǁ")[1:])
+    return unstaged(module.replace(".", "/")) + ".py", function
+
+
+def write_report(paths, statuses, runs):
+    counts = {}
+    for status in statuses.values():
+        counts[status] = counts.get(status, 0) + 1
+    killed = counts.get("killed", 0)
+    lines = [
+        "# Mutation testing",
+        "",
+        f"Written by `scripts/mutation.py` on {datetime.date.today()} with mutmut "
+        f"{importlib.metadata.version('mutmut')} (Python {platform.python_version()}). Not a CI gate; "
+        "the goal is at least 90 % killed, and every survivor killed by a test or explained as equivalent.",
+        "",
+        f"- Mutated: {', '.join(f'`{p}`' for p in paths)}",
+        f"- Tests: `pytest -c tests/pytest.ini -p no:cacheprovider -x {' '.join(TESTS)}` "
+        f"without {', '.join(f'`{p}`' for p in IGNORED_TESTS)}; each mutant runs only the tests that "
+        "reached its function in an unmutated run.",
+        "",
+        f"**Killed: {killed} / {len(statuses)}** ({100 * killed / max(checked(statuses), 1):.1f} % "
+        f"of the {checked(statuses)} checked).",
+        "",
+        "| status | mutants |",
+        "|---|---|",
+        *[f"| {status} | {count} |" for status, count in sorted(counts.items())],
+        "",
+    ]
+    if counts.get("not checked"):
+        lines += [f"Partial: {counts['not checked']} mutants not checked yet; the same command resumes.", ""]
+    lines += ["Runs (mutmut keeps results between them):", "", "| date | outcome | mutants checked | minutes |",
+              "|---|---|---|---|", *[f"| {r['date']} | {r['outcome']} | {r['checked']} | {r['seconds'] / 60:.1f} |"
+                                    for r in runs], "", "## Survivors", ""]
+    survivors = sorted((describe(name), name) for name, status in statuses.items() if status == "survived")
+    for (file, function), name in survivors:
+        shown = subprocess.run(mutmut_command("show", name), cwd=STAGE, text=True, capture_output=True, check=True)
+        diff = shown.stdout.split("\n", 1)[1].strip()  # after the "# name: status" line
+        lines += [f"### `{file}` `{function}` ({name.rpartition('__')[2]})", "", "```diff", diff, "```", ""]
+    if not survivors:
+        lines += ["None.", ""]
+    REPORT.write_text("\n".join(lines))
+
+
+def main():
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--paths", nargs="+", default=DEFAULT_PATHS,
+                        help="files or folders under gag_core/ and nodes/ to mutate (default: the wiring modules)")
+    parser.add_argument("--max-minutes", type=float, help="stop mutmut after this long and report what is done")
+    parser.add_argument("--report-only", action="store_true", help="write the report from the stored results")
+    args = parser.parse_args()
+    sys.path.insert(0, str(REPO / "tests"))
+    if importlib.util.find_spec("mutmut") is None:
+        subprocess.run([sys.executable, "-m", "pip", "install", f"mutmut=={MUTMUT_VERSION}"], check=True)
+    write_stage(args.paths)
+    runs_file = STAGE / "runs.json"
+    runs = json.loads(runs_file.read_text()) if runs_file.exists() else []
+    if not args.report_only:
+        checked_before, started = checked(results()), time.monotonic()
+        outcome = run_mutmut(args.max_minutes)
+        runs.append({"date": f"{datetime.datetime.now():%Y-%m-%d %H:%M}", "outcome": outcome,
+                     "checked": checked(results()) - checked_before, "seconds": time.monotonic() - started})
+        runs_file.write_text(json.dumps(runs, indent=1))
+    statuses = results()
+    write_report(args.paths, statuses, runs)
+    print(f"{REPORT.relative_to(REPO)}: {list(statuses.values()).count('killed')} / {len(statuses)} killed")
+
+
+if __name__ == "__main__":
+    main()
