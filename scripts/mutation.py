@@ -7,23 +7,25 @@ mutmut changes one thing at a time in each function of the given files (an opera
 an argument dropped), runs the tests that reached that function in a first full run, and counts
 the mutant killed when one of them fails. Writes benchmarks/results/mutation.md: killed / total,
 timeouts and suspicious ones apart, and every surviving mutant with its diff. mutmut is installed
-into the running environment if missing. Results are kept in .cache/mutation/ (git-ignored): a run
-stopped by --max-minutes or Ctrl-C resumes where it stopped, and a later run re-tests only the
-unchecked mutants and those of changed functions. --report-only rewrites the report from them.
+into the running environment if missing. Results are kept in .cache/mutation/ (git-ignored), one
+folder per scope: a run stopped by --max-minutes or Ctrl-C resumes where it stopped, a later run
+re-tests only unchecked mutants and those of changed functions, and --report-only rewrites the
+report from what is stored.
 
 The default scope is the modules that wire the pack into ComfyUI and the guidance rules they
-apply: each of their mutants runs sampling tests, some seconds to a minute apiece, so all of
-gag_core and nodes (--paths gag_core nodes) takes many hours.
+apply, 2,600 mutants; all of gag_core and nodes (--paths gag_core nodes) is 6,700. Each mutant
+runs sampling tests, some seconds to a minute apiece, so either takes many hours.
 
 mutmut copies the sources and tests into mutants/ under the folder it runs in and switches a
 mutant on only inside the module named after the file's path there. The integration tests import
 the nodes as ComfyUI_GAG_under_test.nodes.* (tests/pack_testing.py), the unit tests gag_core as
-gag_core.*. So mutmut runs in .cache/mutation/, where links make the pack a folder of that name,
-and gag_core sits beside it; this file is also loaded into its pytest runs as a plugin (-p
-mutation) that gives the pack that same gag_core, so a gag_core mutant is on in both layers.
+gag_core.*. So mutmut runs in a staging folder where links make the pack a folder of that name,
+with gag_core beside it; and this file, loaded into mutmut's pytest runs as a plugin (-p
+mutation), gives the pack that same gag_core, so that a gag_core mutant is on in both layers.
 """
 import argparse
 import datetime
+import hashlib
 import importlib
 import importlib.metadata
 import importlib.util
@@ -38,19 +40,22 @@ import sys
 import time
 
 REPO = pathlib.Path(__file__).resolve().parent.parent
-STAGE = REPO / ".cache" / "mutation"
 REPORT = REPO / "benchmarks" / "results" / "mutation.md"
-MUTMUT_VERSION = "3.8.1"  # the version this script and its report parsing were written against
+MUTMUT_VERSION = "3.8.1"  # the version whose output this script reads
 DEFAULT_PATHS = ["nodes/patching.py", "nodes/guidance.py", "nodes/circulation.py", "nodes/probe.py",
                  "nodes/layout.py", "gag_core/delta.py", "gag_core/guidance.py"]
-# Unit tests, and the integration tests that check the nodes' patches call by call: about two
-# minutes in all, and each mutant runs only the ones that reached its function.
+# Unit tests, and the integration tests that check the nodes' patches call by call; each mutant
+# runs only the ones that reached its function.
 TESTS = ["tests/unit", "tests/integration/test_wiring.py", "tests/integration/test_attention_api.py",
          "tests/integration/test_guidance_nodes.py", "tests/integration/test_circulation_nodes.py",
          "tests/integration/test_bad_input.py", "tests/integration/test_probe.py"]
 # Scans the source text for forbidden calls; the mutated copies carry mutmut's own code.
 IGNORED_TESTS = ["tests/unit/test_safety.py"]
 PACK_LINKS = ["__init__.py", "nodes", "tests", "benchmarks"]  # the unit tests import benchmarks.quality
+# Lines of user-facing prose are not mutated: a test that pinned a tooltip would only restate it.
+# They are the lines naming a tooltip, description or display name (an input's name on the same
+# line goes with them), and the string-only lines that continue such text or a message.
+PROSE_LINES = [r"\b(tooltip|description|display_name)=", r'^\s*f?"[^"]*"\s*[,)]*\s*$']
 # A mutant's time limit is (its tests' measured time + this) x 15; the measured time leaves out
 # what every run pays first: collection and building the tiny models.
 TIMEOUT_CONSTANT_S = 30
@@ -64,8 +69,8 @@ def pack_module():
 
 
 def pytest_load_initial_conftests(early_config):
-    """As a plugin in mutmut's pytest runs: before any conftest imports the pack, alias every
-    gag_core module under the pack's name, so the pack's relative imports get the unit tests'
+    """As a plugin in mutmut's pytest runs, before any conftest loads the pack: every gag_core
+    module also under the pack's name, so that the pack's relative imports get the unit tests'
     gag_core (the staged pack has none of its own)."""
     import gag_core
 
@@ -77,53 +82,62 @@ def pytest_load_initial_conftests(early_config):
 
 
 def staged(path):
-    """Where a repository path lies in the staging folder."""
+    """Where a repository path lies in a staging folder."""
     return path if path.split("/")[0] == "gag_core" else f"{pack_module()}/{path}"
 
 
-def unstaged(path):
-    return path.removeprefix(f"{pack_module()}/")
-
-
-def write_stage(paths):
-    """Links to the sources and tests, and mutmut's configuration for this scope."""
-    (STAGE / pack_module()).mkdir(parents=True, exist_ok=True)
-    for link, target in [(pack_module() + "/" + name, name) for name in PACK_LINKS] + [("gag_core", "gag_core")]:
-        if not (STAGE / link).is_symlink():
-            (STAGE / link).symlink_to(REPO / target)
-    only_mutate = [staged(p) + ("/*" if (REPO / p).is_dir() else "") for p in paths]
+def stage(paths):
+    """The staging folder of this scope: links to the sources and tests, and mutmut's settings."""
     config = {
         "source_paths": [staged("nodes"), "gag_core"],
-        "only_mutate": only_mutate,
+        "only_mutate": [staged(p) + ("/*" if (REPO / p).is_dir() else "") for p in paths],
         "also_copy": [staged(p) for p in ["__init__.py", "tests", "benchmarks/quality"]],
         "pytest_add_cli_args": ["-c", staged("tests/pytest.ini"), "-p", "no:cacheprovider", "-p", "mutation",
                                 *[f"--ignore={staged(p)}" for p in IGNORED_TESTS]],
         "pytest_add_cli_args_test_selection": [staged(p) for p in TESTS],
+        "do_not_mutate_patterns": PROSE_LINES,
         "timeout_constant": TIMEOUT_CONSTANT_S,
     }
-    # JSON lists, strings and numbers are valid TOML values.
-    lines = ["[tool.mutmut]"] + [f"{key} = {json.dumps(value)}" for key, value in config.items()]
-    (STAGE / "pyproject.toml").write_text("\n".join(lines) + "\n")
+    # JSON strings, numbers and lists are TOML values.
+    text = "\n".join(["[tool.mutmut]"] + [f"{key} = {json.dumps(value)}" for key, value in config.items()]) + "\n"
+    # One folder per settings: mutmut keeps the mutants of the files it mutated and which tests
+    # reach them, and would not redo either for a new scope.
+    folder = REPO / ".cache" / "mutation" / hashlib.sha256(text.encode()).hexdigest()[:12]
+    (folder / pack_module()).mkdir(parents=True, exist_ok=True)
+    for link, target in [(f"{pack_module()}/{name}", name) for name in PACK_LINKS] + [("gag_core", "gag_core")]:
+        if not (folder / link).is_symlink():
+            (folder / link).symlink_to(REPO / target)
+    (folder / "pyproject.toml").write_text(text)
+    return folder
 
 
-def mutmut_command(*args):
-    # The console script, not `python -m mutmut`, which mutmut warns imports its main module twice.
-    return [str(pathlib.Path(sys.executable).parent / "mutmut"), *args]
+def mutmut(folder, *args, **kwargs):
+    # The console script: mutmut warns that `python -m mutmut` imports its main module twice.
+    return subprocess.Popen([str(pathlib.Path(sys.executable).parent / "mutmut"), *args], cwd=folder, text=True,
+                            **kwargs)
 
 
-def run_mutmut(max_minutes):
-    """Runs mutmut in the staging folder, one mutant at a time (the machine is shared); past the
-    time budget, interrupts it the way Ctrl-C does, which keeps every finished result."""
+def output(folder, *args):
+    process = mutmut(folder, *args, stdout=subprocess.PIPE)
+    text = process.communicate()[0]
+    if process.returncode:
+        raise RuntimeError(f"mutmut {' '.join(args)} failed with exit code {process.returncode}")
+    return text
+
+
+def run(folder, max_minutes):
+    """mutmut run, one mutant at a time (the machine is shared); past the time budget, interrupted
+    the way Ctrl-C does it, which keeps every finished result. Returns how it ended."""
     python_path = [str(REPO / "scripts"), *filter(None, os.environ.get("PYTHONPATH", "").split(os.pathsep))]
     env = dict(os.environ, PYTHONPATH=os.pathsep.join(python_path))
-    env.setdefault("GAG_TEST_CACHE", str(REPO / ".cache" / "tiny_models"))  # or the copy builds its own
-    process = subprocess.Popen(mutmut_command("run", "--max-children", "1"), cwd=STAGE, env=env)
+    env.setdefault("GAG_TEST_CACHE", str(REPO / ".cache" / "tiny_models"))  # else the copy builds its own
+    process = mutmut(folder, "run", "--max-children", "1", env=env)
     try:
         process.wait(timeout=max_minutes * 60 if max_minutes else None)
-        return "complete" if process.returncode == 0 else f"mutmut stopped with exit code {process.returncode}"
+        return "complete" if process.returncode == 0 else f"mutmut failed with exit code {process.returncode}"
     except subprocess.TimeoutExpired:
         process.send_signal(signal.SIGINT)
-        outcome = f"stopped after the {max_minutes:g}-minute budget"
+        outcome = f"stopped at the {max_minutes:g}-minute budget"
     except KeyboardInterrupt:  # Ctrl-C reached mutmut too
         outcome = "interrupted"
     try:
@@ -134,10 +148,9 @@ def run_mutmut(max_minutes):
     return outcome
 
 
-def results():
-    """{mutant name: status} over the configured scope."""
-    listing = subprocess.run(mutmut_command("results", "--all", "true"), cwd=STAGE, text=True,
-                             capture_output=True, check=True).stdout
+def results(folder):
+    """{mutant name: status} over the scope."""
+    listing = output(folder, "results", "--all", "true")
     return dict(line.strip().rsplit(": ", 1) for line in listing.splitlines() if ": " in line)
 
 
@@ -149,10 +162,10 @@ def describe(name):
     """(file, function) of a mutant named like pkg.module.xǁClassǁmethod__mutmut_3."""
     module, _, mangled = name.partition("__mutmut_")[0].rpartition(".")
     function = mangled.removeprefix("x_") if mangled.startswith("x_") else ".".join(mangled.split("ǁ")[1:])
-    return unstaged(module.replace(".", "/")) + ".py", function
+    return module.replace(".", "/").removeprefix(f"{pack_module()}/") + ".py", function
 
 
-def write_report(paths, statuses, runs):
+def write_report(folder, paths, statuses, runs):
     counts = {}
     for status in statuses.values():
         counts[status] = counts.get(status, 0) + 1
@@ -164,7 +177,8 @@ def write_report(paths, statuses, runs):
         f"{importlib.metadata.version('mutmut')} (Python {platform.python_version()}). Not a CI gate; "
         "the goal is at least 90 % killed, and every survivor killed by a test or explained as equivalent.",
         "",
-        f"- Mutated: {', '.join(f'`{p}`' for p in paths)}",
+        f"- Mutated: {', '.join(f'`{p}`' for p in paths)}, except lines of user-facing prose "
+        f"(tooltips, descriptions, display names, string-only continuation lines): {PROSE_LINES}.",
         f"- Tests: `pytest -c tests/pytest.ini -p no:cacheprovider -x {' '.join(TESTS)}` "
         f"without {', '.join(f'`{p}`' for p in IGNORED_TESTS)}; each mutant runs only the tests that "
         "reached its function in an unmutated run.",
@@ -179,13 +193,12 @@ def write_report(paths, statuses, runs):
     ]
     if counts.get("not checked"):
         lines += [f"Partial: {counts['not checked']} mutants not checked yet; the same command resumes.", ""]
-    lines += ["Runs (mutmut keeps results between them):", "", "| date | outcome | mutants checked | minutes |",
-              "|---|---|---|---|", *[f"| {r['date']} | {r['outcome']} | {r['checked']} | {r['seconds'] / 60:.1f} |"
+    lines += ["Runs (each resumes the one before):", "", "| started | outcome | mutants checked | minutes |",
+              "|---|---|---|---|", *[f"| {r['started']} | {r['outcome']} | {r['checked']} | {r['seconds'] / 60:.0f} |"
                                     for r in runs], "", "## Survivors", ""]
     survivors = sorted((describe(name), name) for name, status in statuses.items() if status == "survived")
     for (file, function), name in survivors:
-        shown = subprocess.run(mutmut_command("show", name), cwd=STAGE, text=True, capture_output=True, check=True)
-        diff = shown.stdout.split("\n", 1)[1].strip()  # after the "# name: status" line
+        diff = output(folder, "show", name).split("\n", 1)[1].strip()  # after the "# name: status" line
         lines += [f"### `{file}` `{function}` ({name.rpartition('__')[2]})", "", "```diff", diff, "```", ""]
     if not survivors:
         lines += ["None.", ""]
@@ -202,17 +215,17 @@ def main():
     sys.path.insert(0, str(REPO / "tests"))
     if importlib.util.find_spec("mutmut") is None:
         subprocess.run([sys.executable, "-m", "pip", "install", f"mutmut=={MUTMUT_VERSION}"], check=True)
-    write_stage(args.paths)
-    runs_file = STAGE / "runs.json"
+    folder = stage(args.paths)
+    runs_file = folder / "runs.json"
     runs = json.loads(runs_file.read_text()) if runs_file.exists() else []
     if not args.report_only:
-        checked_before, started = checked(results()), time.monotonic()
-        outcome = run_mutmut(args.max_minutes)
-        runs.append({"date": f"{datetime.datetime.now():%Y-%m-%d %H:%M}", "outcome": outcome,
-                     "checked": checked(results()) - checked_before, "seconds": time.monotonic() - started})
+        started, checked_before, began = datetime.datetime.now(), checked(results(folder)), time.monotonic()
+        outcome = run(folder, args.max_minutes)
+        runs.append({"started": f"{started:%Y-%m-%d %H:%M}", "outcome": outcome,
+                     "checked": checked(results(folder)) - checked_before, "seconds": time.monotonic() - began})
         runs_file.write_text(json.dumps(runs, indent=1))
-    statuses = results()
-    write_report(args.paths, statuses, runs)
+    statuses = results(folder)
+    write_report(folder, args.paths, statuses, runs)
     print(f"{REPORT.relative_to(REPO)}: {list(statuses.values()).count('killed')} / {len(statuses)} killed")
 
 

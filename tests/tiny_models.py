@@ -13,6 +13,8 @@ FAMILIES = ("sd15", "sdxl", "sd3", "flux", "flux2", "qwen_image")
 # Families the pack patches from a ComfyUI version on: the oldest tree whose model tells its
 # attention calls what the pack needs.
 NEWER_FAMILIES = {"z_image": (0, 33, 0), "krea2": (0, 33, 0)}
+# Every family the integration tests run (the fixture skips those a tree cannot patch).
+ALL_FAMILIES = FAMILIES + ("chroma",) + tuple(NEWER_FAMILIES)
 
 
 @dataclasses.dataclass(frozen=True)

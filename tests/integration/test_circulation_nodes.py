@@ -3,7 +3,7 @@ import pytest
 import torch
 
 import gag_core
-from tiny_models import FAMILIES, sample
+from tiny_models import ALL_FAMILIES, sample
 
 from pack_testing import CallRecorder, run_node
 
@@ -13,7 +13,7 @@ def circulation(node_classes, model, advanced=False, **inputs):
     return run_node(node_classes[node], model=model, **inputs)[0]
 
 
-@pytest.mark.parametrize("family", FAMILIES)
+@pytest.mark.parametrize("family", ALL_FAMILIES)
 def test_alpha_one_is_identity_and_alpha_above_one_changes_output(node_classes, tiny_model, family):
     model = tiny_model(family)
     before = sample(model, family)

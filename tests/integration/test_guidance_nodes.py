@@ -6,7 +6,7 @@ import torch
 
 import gag_core
 from gag_core.delta import guidance_delta
-from tiny_models import FAMILIES, sample
+from tiny_models import ALL_FAMILIES, sample
 
 from pack_testing import CallRecorder, run_node
 
@@ -15,7 +15,7 @@ def patched(node_classes, node_id, model, **inputs):
     return run_node(node_classes[node_id], model=model, **inputs)[0]
 
 
-@pytest.mark.parametrize("family", FAMILIES)
+@pytest.mark.parametrize("family", ALL_FAMILIES)
 @pytest.mark.parametrize("cfg,batch", [(3.0, 1), (1.0, 3)])
 def test_gag_changes_output_and_identities_reproduce_unpatched(node_classes, tiny_model, family, cfg, batch):
     model = tiny_model(family)
@@ -39,7 +39,7 @@ def test_gag_changes_output_and_identities_reproduce_unpatched(node_classes, tin
     assert torch.equal(run(model), before), "the unpatched model changed after patched runs"
 
 
-@pytest.mark.parametrize("family", FAMILIES)
+@pytest.mark.parametrize("family", ALL_FAMILIES)
 def test_pladis_changes_output(node_classes, tiny_model, family):
     model = tiny_model(family)
     before = sample(model, family)

@@ -5,7 +5,7 @@ import logging
 import pytest
 import torch
 
-from tiny_models import FAMILIES, sample
+from tiny_models import ALL_FAMILIES, sample
 
 from pack_testing import PACK_MODULE, run_node
 
@@ -16,6 +16,9 @@ EXPECTED_BLOCKS = {
     "flux": "double 0-1, single 0-1",
     "flux2": "double 0-1, single 0-1",
     "qwen_image": "double 0-1",
+    "chroma": "double 0-1, single 0-1",
+    "z_image": "double 0-1",
+    "krea2": "single 0-1",
 }
 
 
@@ -24,7 +27,7 @@ def layout_module(pack):
     return importlib.import_module(PACK_MODULE + ".nodes.layout")
 
 
-@pytest.mark.parametrize("family", FAMILIES)
+@pytest.mark.parametrize("family", ALL_FAMILIES)
 def test_blocks_found_by_structure(layout_module, tiny_model, family):
     layout = layout_module.detect_layout(tiny_model(family).model.diffusion_model)
     assert layout.describe() == EXPECTED_BLOCKS[family]

@@ -8,7 +8,7 @@ import gag_core
 import gag_core.diagnostics
 
 from pack_testing import CallRecorder, run_node
-from tiny_models import sample
+from tiny_models import ALL_FAMILIES, sample
 
 
 def probe(node_classes, model, prompt=None, unique_id="7"):
@@ -17,7 +17,7 @@ def probe(node_classes, model, prompt=None, unique_id="7"):
     return run_node(node, model=model)
 
 
-@pytest.mark.parametrize("family", ["sd15", "sdxl", "sd3", "flux", "flux2", "qwen_image"])
+@pytest.mark.parametrize("family", ALL_FAMILIES)
 def test_probe_plots_gag_and_circulation(node_classes, tiny_model, family):
     model = tiny_model(family)
     guided = run_node(node_classes["GAGAttentionGuidanceAdvanced"], model=model, eta=0.05)[0]
