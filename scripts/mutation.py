@@ -97,6 +97,9 @@ def stage(paths):
         "pytest_add_cli_args_test_selection": [staged(p) for p in TESTS],
         "do_not_mutate_patterns": PROSE_LINES,
         "timeout_constant": TIMEOUT_CONSTANT_S,
+        # A child forked from a process that has run torch hangs on a lock of a thread it did not
+        # inherit; the fork server forks each mutant's run from a process that has only collected.
+        "process_isolation": "forkserver",
     }
     # JSON strings, numbers and lists are TOML values.
     text = "\n".join(["[tool.mutmut]"] + [f"{key} = {json.dumps(value)}" for key, value in config.items()]) + "\n"
