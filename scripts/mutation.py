@@ -1,7 +1,7 @@
 """Mutation testing of the pack with mutmut, against the fast test layers; not a CI gate.
 
     .venv/bin/python scripts/mutation.py [--paths nodes/patching.py gag_core ...] [--max-minutes N]
-                                         [--report-only]
+                                         [--report-only | --retest-survivors]
 
 mutmut changes one thing at a time in each function of the given files (an operator, a constant,
 an argument dropped), runs the tests that reached that function in a first full run, and counts
@@ -10,11 +10,12 @@ timeouts and suspicious ones apart, and every surviving mutant with its diff. mu
 into the running environment if missing. Results are kept in .cache/mutation/ (git-ignored), one
 folder per scope: a run stopped by --max-minutes or Ctrl-C resumes where it stopped, a later run
 re-tests only unchecked mutants and those of changed functions, and --report-only rewrites the
-report from what is stored.
+report from what is stored. mutmut keeps a result until its function changes: after a test is
+added, --retest-survivors tests the survivors again.
 
 The default scope is the modules that wire the pack into ComfyUI and the guidance rules they
-apply, 2,600 mutants; all of gag_core and nodes (--paths gag_core nodes) is 6,700. Each mutant
-runs sampling tests, some seconds to a minute apiece, so either takes many hours.
+apply, 2,218 mutants; all of gag_core and nodes (--paths gag_core nodes) is 6,197. Many mutants run
+sampling tests, up to minutes apiece for a survivor, so either takes hours.
 
 mutmut copies the sources and tests into mutants/ under the folder it runs in and switches a
 mutant on only inside the module named after the file's path there. The integration tests import
@@ -24,6 +25,7 @@ with gag_core beside it; and this file, loaded into mutmut's pytest runs as a pl
 mutation), gives the pack that same gag_core, so that a gag_core mutant is on in both layers.
 """
 import argparse
+import contextlib
 import datetime
 import hashlib
 import importlib
@@ -44,11 +46,14 @@ REPORT = REPO / "benchmarks" / "results" / "mutation.md"
 MUTMUT_VERSION = "3.8.1"  # the version whose output this script reads
 DEFAULT_PATHS = ["nodes/patching.py", "nodes/guidance.py", "nodes/circulation.py", "nodes/probe.py",
                  "nodes/layout.py", "gag_core/delta.py", "gag_core/guidance.py"]
-# Unit tests, and the integration tests that check the nodes' patches call by call; each mutant
-# runs only the ones that reached its function.
+# Unit tests, and the integration tests that check the nodes' patches call by call and their block
+# lists; each mutant runs only the ones that reached its function. Left out for their time, since a
+# surviving mutant runs every test that reaches it: test_low_vram (about 100 s, the LoRA cast of
+# the input-space path) and test_combinations (torch.compile).
 TESTS = ["tests/unit", "tests/integration/test_wiring.py", "tests/integration/test_attention_api.py",
          "tests/integration/test_guidance_nodes.py", "tests/integration/test_circulation_nodes.py",
-         "tests/integration/test_bad_input.py", "tests/integration/test_probe.py"]
+         "tests/integration/test_bad_input.py", "tests/integration/test_probe.py",
+         "tests/integration/test_layout.py"]
 # Scans the source text for forbidden calls; the mutated copies carry mutmut's own code.
 IGNORED_TESTS = ["tests/unit/test_safety.py"]
 PACK_LINKS = ["__init__.py", "nodes", "tests", "benchmarks"]  # the unit tests import benchmarks.quality
@@ -128,26 +133,34 @@ def output(folder, *args):
     return text
 
 
-def run(folder, max_minutes):
-    """mutmut run, one mutant at a time (the machine is shared); past the time budget, interrupted
-    the way Ctrl-C does it, which keeps every finished result. Returns how it ended."""
+def run(folder, max_minutes, mutants):
+    """mutmut run, one mutant at a time (the machine is shared), over the unchecked mutants or the
+    given ones; past the time budget, interrupted the way Ctrl-C does it, which keeps every
+    finished result. Returns how it ended."""
     python_path = [str(REPO / "scripts"), *filter(None, os.environ.get("PYTHONPATH", "").split(os.pathsep))]
     env = dict(os.environ, PYTHONPATH=os.pathsep.join(python_path))
     env.setdefault("GAG_TEST_CACHE", str(REPO / ".cache" / "tiny_models"))  # else the copy builds its own
-    process = mutmut(folder, "run", "--max-children", "1", env=env)
+    # One torch thread: beside another busy process, two spin-waiting threads ran the tests 16x slower.
+    env.setdefault("OMP_NUM_THREADS", "1")
+    # In a process group of its own, which gets the Ctrl-C (a terminal's reaches the script alone):
+    # mutmut forks the test runs, and each must stop. SIGINT back to its default, since a shell
+    # starts background jobs with it ignored.
+    process = mutmut(folder, "run", "--max-children", "1", *mutants, env=env, start_new_session=True,
+                     preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL))
     try:
         process.wait(timeout=max_minutes * 60 if max_minutes else None)
         return "complete" if process.returncode == 0 else f"mutmut failed with exit code {process.returncode}"
     except subprocess.TimeoutExpired:
-        process.send_signal(signal.SIGINT)
         outcome = f"stopped at the {max_minutes:g}-minute budget"
-    except KeyboardInterrupt:  # Ctrl-C reached mutmut too
+    except KeyboardInterrupt:
         outcome = "interrupted"
-    try:
-        process.wait(timeout=120)
-    except subprocess.TimeoutExpired:
-        process.kill()
-        process.wait()
+    with contextlib.suppress(ProcessLookupError):  # it may have just ended
+        os.killpg(process.pid, signal.SIGINT)
+        try:
+            process.wait(timeout=120)
+        except subprocess.TimeoutExpired:
+            os.killpg(process.pid, signal.SIGKILL)
+            process.wait()
     return outcome
 
 
@@ -169,6 +182,7 @@ def describe(name):
 
 
 def write_report(folder, paths, statuses, runs):
+    import comfy_env  # reads ComfyUI's version without importing it
     counts = {}
     for status in statuses.values():
         counts[status] = counts.get(status, 0) + 1
@@ -177,11 +191,13 @@ def write_report(folder, paths, statuses, runs):
         "# Mutation testing",
         "",
         f"Written by `scripts/mutation.py` on {datetime.date.today()} with mutmut "
-        f"{importlib.metadata.version('mutmut')} (Python {platform.python_version()}). Not a CI gate; "
+        f"{importlib.metadata.version('mutmut')}, Python {platform.python_version()} and ComfyUI "
+        f"{'.'.join(map(str, comfy_env.comfyui_version()))}. Not a CI gate; "
         "the goal is at least 90 % killed, and every survivor killed by a test or explained as equivalent.",
         "",
         f"- Mutated: {', '.join(f'`{p}`' for p in paths)}, except lines of user-facing prose "
-        f"(tooltips, descriptions, display names, string-only continuation lines): {PROSE_LINES}.",
+        f"(tooltips, descriptions, display names, string-only continuation lines: "
+        f"{', '.join(f'`{p}`' for p in PROSE_LINES)}).",
         f"- Tests: `pytest -c tests/pytest.ini -p no:cacheprovider -x {' '.join(TESTS)}` "
         f"without {', '.join(f'`{p}`' for p in IGNORED_TESTS)}; each mutant runs only the tests that "
         "reached its function in an unmutated run.",
@@ -196,15 +212,34 @@ def write_report(folder, paths, statuses, runs):
     ]
     if counts.get("not checked"):
         lines += [f"Partial: {counts['not checked']} mutants not checked yet; the same command resumes.", ""]
-    lines += ["Runs (each resumes the one before):", "", "| started | outcome | mutants checked | minutes |",
-              "|---|---|---|---|", *[f"| {r['started']} | {r['outcome']} | {r['checked']} | {r['seconds'] / 60:.0f} |"
-                                    for r in runs], "", "## Survivors", ""]
-    survivors = sorted((describe(name), name) for name, status in statuses.items() if status == "survived")
-    for (file, function), name in survivors:
+    lines += [
+        "Runs (each resumes the one before):", "",
+        "| started | outcome | mutants checked | minutes | seconds per mutant |", "|---|---|---|---|---|",
+        *[f"| {r['started']} | {r['outcome']} | {r['checked']} | {r['seconds'] / 60:.0f} | "
+          f"{r['seconds'] / max(r['checked'], 1):.1f} |" for r in runs],
+        "",
+        "## Survivors",
+        "",
+        f"`mutmut show NAME`, run in `{folder.relative_to(REPO)}/`, shows one again; "
+        "`scripts/mutation.py --retest-survivors` tests them again.",
+        "",
+    ]
+    survivors = sorted((describe(name), int(name.rpartition("_")[2]), name)
+                       for name, status in statuses.items() if status == "survived")
+    for (file, function), _, name in survivors:
         diff = output(folder, "show", name).split("\n", 1)[1].strip()  # after the "# name: status" line
-        lines += [f"### `{file}` `{function}` ({name.rpartition('__')[2]})", "", "```diff", diff, "```", ""]
+        lines += [f"### `{file}` `{function}`: `{name}`", "", "```diff", diff, "```", ""]
     if not survivors:
         lines += ["None.", ""]
+    # No test reached them, or their tests ran out of time or crashed: by function, without diffs.
+    others = {}
+    for name, status in statuses.items():
+        if status not in ("killed", "survived", "not checked"):
+            others.setdefault((*describe(name), status), []).append(name.rpartition("_")[2])
+    if others:
+        lines += ["## Neither killed nor survived", "", "| file | function | status | mutants |", "|---|---|---|---|",
+                  *[f"| `{file}` | `{function}` | {status} | {', '.join(sorted(numbers, key=int))} |"
+                    for (file, function, status), numbers in sorted(others.items())], ""]
     REPORT.write_text("\n".join(lines))
 
 
@@ -213,8 +248,11 @@ def main():
     parser.add_argument("--paths", nargs="+", default=DEFAULT_PATHS,
                         help="files or folders under gag_core/ and nodes/ to mutate (default: the wiring modules)")
     parser.add_argument("--max-minutes", type=float, help="stop mutmut after this long and report what is done")
-    parser.add_argument("--report-only", action="store_true", help="write the report from the stored results")
+    only = parser.add_mutually_exclusive_group()
+    only.add_argument("--report-only", action="store_true", help="write the report from the stored results")
+    only.add_argument("--retest-survivors", action="store_true", help="test the survivors again")
     args = parser.parse_args()
+    # Here only: as a plugin, this module must leave sys.path to the copy's tests.
     sys.path.insert(0, str(REPO / "tests"))
     if importlib.util.find_spec("mutmut") is None:
         subprocess.run([sys.executable, "-m", "pip", "install", f"mutmut=={MUTMUT_VERSION}"], check=True)
@@ -222,8 +260,10 @@ def main():
     runs_file = folder / "runs.json"
     runs = json.loads(runs_file.read_text()) if runs_file.exists() else []
     if not args.report_only:
-        started, checked_before, began = datetime.datetime.now(), checked(results(folder)), time.monotonic()
-        outcome = run(folder, args.max_minutes)
+        statuses = results(folder)
+        survivors = [name for name, status in statuses.items() if status == "survived"]
+        started, checked_before, began = datetime.datetime.now(), checked(statuses), time.monotonic()
+        outcome = run(folder, args.max_minutes, survivors if args.retest_survivors else [])
         runs.append({"started": f"{started:%Y-%m-%d %H:%M}", "outcome": outcome,
                      "checked": checked(results(folder)) - checked_before, "seconds": time.monotonic() - began})
         runs_file.write_text(json.dumps(runs, indent=1))
