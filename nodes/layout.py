@@ -119,6 +119,7 @@ KNOWN_FAMILIES = {
     "SDXL (and Turbo, Lightning, Hyper, DMD2)": "input 4-5, 7-8, middle 0, output 0-5",
     "FLUX.1 dev / schnell": "double 0-18, single 0-37",
     "FLUX.2 dev": "double 0-7, single 0-47",
+    "Chroma": "double 0-18, single 0-37",
     "SD3 / SD3.5 medium": "double 0-23",
     "SD3.5 large": "double 0-37",
     "Qwen-Image": "double 0-59",
