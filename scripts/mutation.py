@@ -200,7 +200,9 @@ def write_report(folder, paths, statuses, runs):
         f"{', '.join(f'`{p}`' for p in PROSE_LINES)}).",
         f"- Tests: `pytest -c tests/pytest.ini -p no:cacheprovider -x {' '.join(TESTS)}` "
         f"without {', '.join(f'`{p}`' for p in IGNORED_TESTS)}; each mutant runs only the tests that "
-        "reached its function in an unmutated run.",
+        "reached its function in an unmutated run. A function run while a session-wide fixture is set "
+        "up is credited to the first test that asked for the fixture alone: the nodes' `define_schema`, "
+        "run by `node_classes`, is one, so each of its mutants runs one test.",
         "",
         f"**Killed: {killed} / {len(statuses)}** ({100 * killed / max(checked(statuses), 1):.1f} % "
         f"of the {checked(statuses)} checked).",
