@@ -43,11 +43,10 @@ class CirculationRule:
         return self
 
     def _reference_inputs(self, call):
-        x = call.options.get(LAYER_INPUT_KEY)
-        key = call.block + (call.options.get("block_index", 0),)
-        projection = (self.value_projections or {}).get(key)
-        if x is None or projection is None:
-            return {}
+        # The attn1 patch stashes the input of every attention layer and the node made a projection
+        # for every block it patches; ComfyUI's own default block index is 0.
+        x = call.options[LAYER_INPUT_KEY]
+        projection = self.value_projections[call.block + (call.options.get("block_index", 0),)]
         # ComfyUI's own cast: under low-VRAM loading the weight may sit on the offload device with
         # LoRA patches applied lazily per call, so the module's raw weight would be the wrong one.
         weight, bias = comfy.ops.cast_bias_weight(projection, x)

@@ -8,7 +8,6 @@ no recorder and measure nothing, so an unconnected probe costs nothing.
 import base64
 import io as _io
 import json
-import math
 
 import numpy as np
 import torch
@@ -53,8 +52,8 @@ class GeometryRecorder(SharedOnCopy):
 
     def guidance(self, call, rule, dense, sparse):
         """Observer for guidance_delta: the geometry of the sparse-dense difference."""
-        eta = rule.eta if rule.method == "gag" else math.inf
-        _, stats = gag(dense, sparse, scale=1.0, eta=eta, zeta=rule.zeta, cap=rule.cap, return_stats=True)
+        # PLADIS' rule has no cap (eta inf) and guides by the whole difference (zeta 1).
+        _, stats = gag(dense, sparse, eta=rule.eta, zeta=rule.zeta, cap=rule.cap, return_stats=True)
         parallel = stats["parallel_norm"].mean()
         orthogonal = stats["orthogonal_norm"].mean()
         values = torch.stack([
@@ -96,7 +95,7 @@ class GeometryRecorder(SharedOnCopy):
 
 def _output_connected(prompt, unique_id, slot):
     for node in (prompt or {}).values():
-        for value in node.get("inputs", {}).values():
+        for value in node["inputs"].values():  # ComfyUI's prompt validation requires it
             if isinstance(value, list) and len(value) == 2 and str(value[0]) == str(unique_id) and value[1] == slot:
                 return True
     return False

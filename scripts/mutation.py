@@ -1,6 +1,6 @@
 """Mutation testing of the pack with mutmut, against the fast test layers; not a CI gate.
 
-    .venv/bin/python scripts/mutation.py [--paths nodes/patching.py gag_core ...] [--max-minutes N]
+    .venv/bin/python scripts/mutation.py [--paths nodes/patching.py gag_core ...] [--max-minutes N] [--children N]
                                          [--report-only | --retest-survivors]
 
 mutmut changes one thing at a time in each function of the given files (an operator, a constant,
@@ -133,8 +133,8 @@ def output(folder, *args):
     return text
 
 
-def run(folder, max_minutes, mutants):
-    """mutmut run, one mutant at a time (the machine is shared), over the unchecked mutants or the
+def run(folder, max_minutes, mutants, children):
+    """mutmut run, ``children`` mutants at a time, over the unchecked mutants or the
     given ones; past the time budget, interrupted the way Ctrl-C does it, which keeps every
     finished result. Returns how it ended."""
     python_path = [str(REPO / "scripts"), *filter(None, os.environ.get("PYTHONPATH", "").split(os.pathsep))]
@@ -145,7 +145,7 @@ def run(folder, max_minutes, mutants):
     # In a process group of its own, which gets the Ctrl-C (a terminal's reaches the script alone):
     # mutmut forks the test runs, and each must stop. SIGINT back to its default, since a shell
     # starts background jobs with it ignored.
-    process = mutmut(folder, "run", "--max-children", "1", *mutants, env=env, start_new_session=True,
+    process = mutmut(folder, "run", "--max-children", str(children), *mutants, env=env, start_new_session=True,
                      preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL))
     try:
         process.wait(timeout=max_minutes * 60 if max_minutes else None)
@@ -250,6 +250,8 @@ def main():
     parser.add_argument("--paths", nargs="+", default=DEFAULT_PATHS,
                         help="files or folders under gag_core/ and nodes/ to mutate (default: the wiring modules)")
     parser.add_argument("--max-minutes", type=float, help="stop mutmut after this long and report what is done")
+    parser.add_argument("--children", type=int, default=1,
+                        help="mutants tested at once (default 1: the machine is shared; each uses one core)")
     only = parser.add_mutually_exclusive_group()
     only.add_argument("--report-only", action="store_true", help="write the report from the stored results")
     only.add_argument("--retest-survivors", action="store_true", help="test the survivors again")
@@ -265,7 +267,7 @@ def main():
         statuses = results(folder)
         survivors = [name for name, status in statuses.items() if status == "survived"]
         started, checked_before, began = datetime.datetime.now(), checked(statuses), time.monotonic()
-        outcome = run(folder, args.max_minutes, survivors if args.retest_survivors else [])
+        outcome = run(folder, args.max_minutes, survivors if args.retest_survivors else [], args.children)
         runs.append({"started": f"{started:%Y-%m-%d %H:%M}", "outcome": outcome,
                      "checked": checked(results(folder)) - checked_before, "seconds": time.monotonic() - began})
         runs_file.write_text(json.dumps(runs, indent=1))

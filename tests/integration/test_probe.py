@@ -1,8 +1,15 @@
 """The geometry probe on tiny models: it records what the patches compute, plots it, and costs
 nothing when its output is not connected."""
+import base64
+import io
 import json
+import math
+import sys
+import types
 
 import pytest
+import torch
+from PIL import Image
 
 import gag_core
 import gag_core.diagnostics
@@ -39,9 +46,18 @@ def test_probe_plots_gag_and_circulation(node_classes, tiny_model, family):
     assert steps == {0, 1, 2}
 
 
-def test_probe_numbers_match_gag_core_on_captured_tensors(node_classes, tiny_model):
+# (node, settings, and the cap and zeta the probe must measure with): PLADIS has no cap.
+OBSERVED_RULES = [
+    ("GAGAttentionGuidanceAdvanced", dict(eta=0.5), 0.5, 0.0),
+    ("GAGAttentionGuidanceAdvanced", dict(eta=0.5, zeta=0.5), 0.5, 0.5),
+    ("PLADISAttentionGuidance", {}, math.inf, 1.0),  # g is the whole difference
+]
+
+
+@pytest.mark.parametrize("node_id,settings,eta,zeta", OBSERVED_RULES, ids=["gag", "gag-zeta", "pladis"])
+def test_probe_numbers_match_gag_core_on_captured_tensors(node_classes, tiny_model, node_id, settings, eta, zeta):
     model = tiny_model("sd15")
-    guided = run_node(node_classes["GAGAttentionGuidanceAdvanced"], model=model, layers="input 1", eta=0.05)[0]
+    guided = run_node(node_classes[node_id], model=model, layers="input 1", **settings)[0]
     probed, geometry = probe(node_classes, guided)
     captured = []
     options = probed.model_options["transformer_options"]
@@ -57,11 +73,14 @@ def test_probe_numbers_match_gag_core_on_captured_tensors(node_classes, tiny_mod
     q, k, v, heads = captured[0]
     split = [t.reshape(t.shape[0], t.shape[1], heads, -1).transpose(1, 2) for t in (q, k, v)]
     dense, sparse = gag_core.sparse_dense_attention(*split, alpha=1.5)
-    _, stats = gag_core.gag(dense, sparse, scale=1.0, eta=0.05, zeta=0.0, return_stats=True)
+    _, stats = gag_core.gag(dense, sparse, eta=eta, zeta=zeta, cap="relative", return_stats=True)
     row = geometry.rows[0]
     par, orth = stats["parallel_norm"].mean(), stats["orthogonal_norm"].mean()
     assert row["parallel_share"] == pytest.approx(float(par / (par + orth)), rel=1e-5)
     assert row["cap_fraction"] == pytest.approx(float(stats["cap_bound"].float().mean()), rel=1e-6)
+    assert row["guidance_norm"] == pytest.approx(float(stats["guidance_norm"].mean()), rel=1e-5)
+    if eta != math.inf:
+        assert 0.0 < row["cap_fraction"] < 1.0, "the cap binds on all or no tokens"
 
 
 def test_probe_circulation_numbers_match_gag_core(node_classes, tiny_model):
@@ -102,3 +121,83 @@ def test_plot_without_patches_says_so(node_classes, tiny_model):
     latent = sample(probed, "sd15", steps=1)
     image, numbers = run_node(node_classes["AttentionGeometryPlot"], geometry=geometry, samples={"samples": latent})
     assert json.loads(numbers) == {} and float(image.std()) > 0.01
+
+
+PANEL_WIDTH, PANEL_HEIGHT = 560, 360
+METRICS = {"guidance": {"parallel_share", "cap_fraction", "guidance_norm"},
+           "circulation": {"eta_m", "alpha_eff", "energy", "instability", "alignment"}}
+
+
+@pytest.fixture
+def client_messages(monkeypatch):
+    """The messages the pack sends to the browser tab that queued the prompt. In-process there is
+    no PromptServer (the browser tests run the real one), so a stand-in records what it is given."""
+    sent = []
+
+    class PromptServer:
+        client_id = "tab-1"
+
+        def send_sync(self, event, data, client):
+            sent.append((event, data, client))
+
+    PromptServer.instance = PromptServer()
+    monkeypatch.setitem(sys.modules, "server", types.SimpleNamespace(PromptServer=PromptServer))
+    return sent
+
+
+def mean_at(rows, kind, metric, group, sigma):
+    values = [row[metric] for row in rows if (row["kind"], row["group"], row["sigma"]) == (kind, group, sigma)]
+    return sum(values) / len(values)
+
+
+def test_summary_holds_every_plotted_metric_per_group_and_step_in_sampling_order(node_classes, tiny_model):
+    guided = run_node(node_classes["GAGAttentionGuidanceAdvanced"], model=tiny_model("sd15"), eta=0.05)[0]
+    both = run_node(node_classes["AttentionCirculationControl"], model=guided, alpha=1.2)[0]
+    probed, geometry = probe(node_classes, both, unique_id=None)
+    sample(probed, "sd15", steps=3)
+    rows = list(geometry.rows)
+    summary = geometry.summary()
+    assert {kind: set(metrics) for kind, metrics in summary.items()} == METRICS
+    sigmas = sorted({row["sigma"] for row in rows}, reverse=True)
+    assert len(sigmas) == 3
+    for kind, metrics in METRICS.items():
+        groups = {row["group"] for row in rows if row["kind"] == kind}
+        for metric in metrics:
+            assert set(summary[kind][metric]) == groups
+            for group, points in summary[kind][metric].items():
+                expected = [(step, pytest.approx(mean_at(rows, kind, metric, group, sigma), rel=1e-6))
+                            for step, sigma in enumerate(sigmas)]
+                assert points == expected, (kind, metric, group)
+    sample(probed, "sd15", steps=3)
+    assert len(geometry.rows) == len(rows), "a second run must start a new record, not extend the first"
+
+
+def decoded(data_url):
+    prefix = "data:image/png;base64,"
+    assert data_url.startswith(prefix)
+    return Image.open(io.BytesIO(base64.b64decode(data_url[len(prefix):])))
+
+
+def test_probe_sends_each_finished_step_to_its_own_node_and_the_plot_after_sampling(node_classes, tiny_model,
+                                                                                    client_messages):
+    guided = run_node(node_classes["GAGAttentionGuidance"], model=tiny_model("sd15"))[0]
+    probed, geometry = probe(node_classes, guided, unique_id="7")
+    client_messages.clear()  # the block list of the GAG node
+    latent = sample(probed, "sd15", steps=3)
+    assert [(event, data["node"], client) for event, data, client in client_messages] == \
+        [("comfyui_gag.geometry", "7", "tab-1")] * 2  # steps 1 and 2, each when the next began
+    plot = node_classes["AttentionGeometryPlot"].execute(geometry=geometry, samples={"samples": latent})
+    panels = len(METRICS["guidance"])
+    size = (2 * PANEL_WIDTH, math.ceil(panels / 2) * PANEL_HEIGHT)
+    assert len(client_messages) == 3 and decoded(client_messages[-1][1]["image"]).size == size
+    image = plot.result[0]
+    assert image.dtype == torch.float32 and tuple(image.shape) == (1, size[1], size[0], 3)
+    assert float(image.min()) >= 0.0 and float(image.max()) == 1.0  # ComfyUI's IMAGE: [0, 1], white is 1
+    assert plot.ui is not None and plot.ui.as_dict()["images"], "the plot is shown in the node"
+
+
+def test_probe_outside_a_server_run_sends_nothing(node_classes, tiny_model, client_messages):
+    guided = run_node(node_classes["GAGAttentionGuidanceAdvanced"], model=tiny_model("sd15"), layers="input 1")[0]
+    probed, geometry = probe(node_classes, guided, unique_id=None)
+    sample(probed, "sd15", steps=2)
+    assert geometry.rows and client_messages == []

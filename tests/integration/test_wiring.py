@@ -77,7 +77,7 @@ INPUT_CASES = [
     ("AttentionCirculationControlAdvanced", "adaptive", "dev", dict(adaptive="dev"), ("sd15", "flux")),
     ("AttentionCirculationControlAdvanced", "adaptive", "scale", dict(adaptive="scale"), ("sd15", "flux")),
     ("AttentionCirculationControlAdvanced", "adapt_beta", True, dict(adapt_beta=True), ("sd15", "flux")),
-    ("AttentionCirculationControlAdvanced", "path", "input space (paper)", dict(reference_path=True), ("sd15",)),
+    ("AttentionCirculationControlAdvanced", "path", "input space (paper)", dict(reference_path=True), ("sd15", "sdxl")),
 ]
 # The blocks each node patches when `layers` is empty, as the README documents them.
 GUIDANCE_NODES = {"GAGAttentionGuidance", "GAGAttentionGuidanceAdvanced", "PLADISAttentionGuidance"}
