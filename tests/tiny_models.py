@@ -61,6 +61,7 @@ SPECS = {
             adm_in_channels=2048, context_embedder_config={
                 "target": "torch.nn.Linear", "params": {"in_features": 4096, "out_features": 128}},
             pos_embed_scaling_factor=None,
+            x_block_self_attn_layers=[0],  # SD3.5 Medium's image-only second attention in the first blocks
         ),
         (16, 16, 16), 4096, 2048,
     ),

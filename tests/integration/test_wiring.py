@@ -92,6 +92,12 @@ def patched_by_default(node_id, block):
 TEXT_OR_IMAGE_ONLY = {"context refiner", "noise refiner", "text fusion"}
 
 
+def image_only(call):
+    """SD3.5 Medium's second attention in a joint block runs over the image tokens alone: with no
+    text to relate, every node leaves it as it is."""
+    return "q" not in call and heads_first(call)[0][0].shape[2] == IMAGE_TOKENS
+
+
 # ---------------------------------------------------------------------------------------------
 # Capturing every attention call
 
@@ -164,7 +170,8 @@ def unet_transformer_keys(model):
 
 def dit_blocks(model):
     """The DiT's attention calls of one model call in order, as (group, number): FLUX's double then
-    single blocks, SD3's joint blocks, Qwen-Image's and Z-Image's blocks each make one call."""
+    single blocks, SD3's joint blocks (two calls where SD3.5 Medium adds an image-only attention),
+    Qwen-Image's and Z-Image's blocks each make one call."""
     dit = model.model.diffusion_model
     if hasattr(dit, "txtfusion"):  # Krea 2: its text fusion attends over the text first
         fusion = dit.txtfusion
@@ -175,8 +182,9 @@ def dit_blocks(model):
                 + [("noise refiner", i) for i in range(len(dit.noise_refiner))] + [("double", i) for i in range(len(dit.layers))])
     if hasattr(dit, "double_blocks"):
         return [("double", i) for i in range(len(dit.double_blocks))] + [("single", i) for i in range(len(dit.single_blocks))]
-    blocks = getattr(dit, "joint_blocks", None) or dit.transformer_blocks
-    return [("double", i) for i in range(len(blocks))]
+    if hasattr(dit, "joint_blocks"):
+        return [("double", i) for i, block in enumerate(dit.joint_blocks) for _ in range(1 + block.x_block.x_block_self_attn)]
+    return [("double", i) for i in range(len(dit.transformer_blocks))]
 
 
 def captured(node_id, family, model, inputs, attn="attn2", **sampling):
@@ -286,7 +294,7 @@ def test_every_node_input_reaches_the_patch(node_classes, tiny_model, node_id, n
     assert calls, "no attention call was captured"
     effects, separations = [], []
     for index, call in enumerate(calls):
-        if not patched_by_default(node_id, call["block"]):
+        if not patched_by_default(node_id, call["block"]) or image_only(call):
             assert torch.equal(call["output"], plain_of(call)), f"call {index} {call['block']} is not patched by default"
             continue
         assert_text_rows_untouched(expect, call)
@@ -339,7 +347,7 @@ def check_calls(calls, expect, selected, window=None):
     patched = 0
     for index, call in enumerate(calls):
         inside = window is None or window[1] <= call["sigma"] <= window[0]
-        if not (selected(call["block"]) and inside):
+        if not (selected(call["block"]) and inside) or image_only(call):
             assert torch.equal(call["output"], plain_of(call)), f"call {index} {call['block']} sigma {call['sigma']:.3f} was patched"
             continue
         assert_text_rows_untouched(expect, call)
@@ -460,3 +468,38 @@ def test_reference_image_rows_stay_untouched(node_classes, tiny_model):
         expected = plain[:, generated].double() + delta[:, :, generated].transpose(1, 2).reshape(plain[:, generated].shape)
         tolerance = assert_matches(output[:, generated], expected, f"call {index} {call['block']}")
         assert (expected - plain[:, generated].double()).abs().max() > 100 * tolerance
+
+
+def test_a_block_patch_installed_before_the_pack_still_runs_on_sd3(node_classes, tiny_model):
+    """SD3's attention calls learn their block from a block wrapper the pack installs around the
+    block patch already there (another pack's): that patch still runs, once per block and step."""
+    seen = []
+
+    def halve_image(args, extra):
+        seen.append(args["transformer_options"].get("block_index"))  # the pack's wrapper adds it
+        out = extra["original_block"](args)
+        return {"txt": out["txt"], "img": out["img"] * 0.5}
+
+    base = tiny_model("sd3")
+    other = base.clone()
+    for index in range(len(base.model.diffusion_model.joint_blocks)):
+        other.set_model_patch_replace(halve_image, "dit", "double_block", index)
+    guided_other = run_node(node_classes["GAGAttentionGuidance"], model=other)[0]
+    result = sample(guided_other, "sd3", steps=2)
+    assert seen == [0, 1, 0, 1]
+    assert not torch.equal(result, sample(other, "sd3", steps=2)), "the pack's guidance is gone"
+    assert not torch.equal(result, sample(run_node(node_classes["GAGAttentionGuidance"], model=base)[0], "sd3", steps=2))
+
+
+def test_a_call_changed_below_the_pack_into_one_it_does_not_patch_gets_plain_attention(node_classes, tiny_model):
+    """An override installed before a replacing patch (circulation) is handed the pack's replacement;
+    when it passes on a call the pack no longer recognises (here: without its transformer options),
+    that call gets the attention function it was handed, as without the pack."""
+
+    def strip_options(func, *args, **kwargs):
+        return func(*args, **dict(kwargs, transformer_options={}))
+
+    other = tiny_model("flux").clone()
+    other.model_options.setdefault("transformer_options", {})["optimized_attention_override"] = strip_options
+    patched = run_node(node_classes["AttentionCirculationControl"], model=other, alpha=1.3)[0]
+    assert torch.equal(sample(patched, "flux", steps=1), sample(other, "flux", steps=1))
