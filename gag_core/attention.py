@@ -24,7 +24,46 @@ _LIVE_SCORE_BUFFERS = 3
 _CPU_BUFFER_ELEMENTS = 2**21
 
 
-def sparse_dense_attention(q, k, v, alpha=1.5, mask=None, key_slice=None, max_score_elements=2**24):
+def attention_and_logsumexp(q, k, v, mask=None, max_score_elements=2**24):
+    """Standard attention and the logsumexp of each row of its logits S = q k^T / sqrt(D) (+ mask).
+
+    q: (B, H, Lq, D); k: (B, H, Lk, D); v: (B, H, Lk, Dv); mask: None, or broadcastable to
+    (B, H, Lq, Lk), bool (True = keep) or additive float.
+    On CPU one fused call (PyTorch's flash attention for CPU, which SDPA itself runs there) returns
+    both; on CUDA without a mask, the memory-efficient kernel does. Elsewhere the output is SDPA's
+    and the logsumexp comes from chunked float32 logits (at most ``max_score_elements`` at once).
+    Returns (out (B, H, Lq, Dv) in q's dtype, logsumexp (B, H, Lq, 1) float32; -inf for a row
+    whose keys are all masked).
+    """
+    _check_qkv(q, k, v)
+    shape = (q.shape[0], q.shape[1], q.shape[2], k.shape[2])
+    mask = _mask_4d(mask, shape)
+    if q.device.type == "cpu":
+        additive = None if mask is None else _additive(mask, q.dtype)
+        out, lse = torch.ops.aten._scaled_dot_product_flash_attention_for_cpu(q, k, v, attn_mask=additive)
+        return out, lse.unsqueeze(-1)
+    if q.device.type == "cuda" and mask is None:
+        out, lse = torch.ops.aten._scaled_dot_product_efficient_attention(q, k, v, None, True)[:2]
+        return out, lse[..., : q.shape[2]].unsqueeze(-1)  # the kernel pads the rows of its logsumexp
+    out = torch.nn.functional.scaled_dot_product_attention(q, k, v, attn_mask=mask)
+    lse = torch.empty(shape[:3] + (1,), dtype=torch.float32, device=q.device)
+    k32 = k.float() * (1.0 / math.sqrt(q.shape[-1]))
+    for index in _chunks(*shape[:3], _rows_per_chunk(shape[3], max_score_elements, q.device)):
+        scores = _logits(q[index].float(), k32[index[:2]], _mask_chunk(mask, index))
+        lse[index] = torch.logsumexp(scores, dim=-1, keepdim=True)
+        del scores
+    return out, lse
+
+
+def _additive(mask, dtype):
+    """A bool keep-mask as the additive mask the fused kernels take (0 kept, -inf dropped)."""
+    if mask.dtype != torch.bool:
+        return mask.to(dtype)
+    return torch.zeros(mask.shape, dtype=dtype, device=mask.device).masked_fill_(mask.logical_not(), -torch.inf)
+
+
+def sparse_dense_attention(q, k, v, alpha=1.5, mask=None, key_slice=None, max_score_elements=2**24,
+                           row_logsumexp=None):
     """Dense and sparse attention sharing the logits S = q k^T / sqrt(D) (+ mask).
 
     q: (B, H, Lq, D); k: (B, H, Lk, D); v: (B, H, Lk, Dv) (Dv is usually D); any float dtype.
@@ -33,6 +72,8 @@ def sparse_dense_attention(q, k, v, alpha=1.5, mask=None, key_slice=None, max_sc
     key_slice: None, or a slice over the keys; both outputs then attend to k[..., key_slice, :]
         only (renormalised over those keys).
     max_score_elements: upper bound on float32 score elements alive at once (all temporaries).
+    row_logsumexp: None, or logsumexp(S) (B, H, Lq, 1) float32 where it is known already (from
+        ``attention_and_logsumexp``); with key_slice the other keys' logits are then never formed.
     Returns (dense, sparse), each (B, H, Lq, Dv) in q's dtype; with key_slice also
     mass (B, H, Lq, 1) float32 = exp(logsumexp(S[..., key_slice]) - logsumexp(S)).
     A row whose selected keys are all masked gets zero outputs and zero mass.
@@ -57,7 +98,11 @@ def sparse_dense_attention(q, k, v, alpha=1.5, mask=None, key_slice=None, max_sc
         heads_index = index[:2]
         q_chunk = q[index].float()
         mask_chunk = _mask_chunk(mask, index)
-        lse_others = _logsumexp_others(q_chunk, k_others, heads_index, mask_chunk, others)
+        if row_logsumexp is None:
+            row_lse = None
+            lse_others = _logsumexp_others(q_chunk, k_others, heads_index, mask_chunk, others)
+        else:
+            row_lse, lse_others = row_logsumexp[index], None
         # The logits are passed without a name, so they are freed before the next chunk's exist.
         _attend_chunk(
             _logits(q_chunk, k_selected[heads_index], _mask_keys(mask_chunk, selected)),
@@ -65,7 +110,7 @@ def sparse_dense_attention(q, k, v, alpha=1.5, mask=None, key_slice=None, max_sc
             alpha,
             dense[index],
             sparse[index],
-            None if mass is None else (mass[index], lse_others),
+            None if mass is None else (mass[index], lse_others, row_lse),
         )
     return (dense, sparse) if mass is None else (dense, sparse, mass)
 
@@ -87,8 +132,9 @@ def _attend_chunk(scores, v_selected, alpha, dense_out, sparse_out, mass_out):
 
     scores: (b, h, c, Ls) float32 logits of the selected keys (overwritten); v_selected:
     (b, h, Ls, Dv) float32. dense_out, sparse_out: (b, h, c, Dv) contiguous views of the outputs.
-    mass_out: None, or (mass view (b, h, c, 1) float32, lse_others (b, h, c, 1) float32 logsumexp
-    of the logits of the keys outside key_slice).
+    mass_out: None, or (mass view (b, h, c, 1) float32, lse_others, lse_row): the logsumexp
+    (b, h, c, 1) float32 of the logits of the keys outside key_slice, or that of the whole row
+    (the other one None).
     """
     row_max, rows_ok = shift_rows_(scores)
     ones = scores.new_ones(scores.shape[-1])
@@ -103,14 +149,16 @@ def _attend_chunk(scores, v_selected, alpha, dense_out, sparse_out, mass_out):
         _matmul_into(sparse_out, entmax_shifted(scores, alpha), v_selected)
     outputs = [dense_out, sparse_out]
     if mass_out is not None:
-        mass_view, lse_others = mass_out
+        mass_view, lse_others, lse_row = mass_out
         lse_selected = row_max + torch.log(total)
-        mass_view.copy_(torch.exp(lse_selected - torch.logaddexp(lse_selected, lse_others)))
+        if lse_row is None:
+            lse_row = torch.logaddexp(lse_selected, lse_others)
+        # A row's logsumexp from a fused kernel may round below that of the selected keys alone.
+        mass_view.copy_(torch.exp(lse_selected - lse_row).clamp_max_(1.0))
         outputs.append(mass_view)
-    if rows_ok is not None:
-        rows_masked = rows_ok.logical_not()
-        for out in outputs:
-            out.masked_fill_(rows_masked, 0.0)
+    rows_masked = rows_ok.logical_not()
+    for out in outputs:
+        out.masked_fill_(rows_masked, 0.0)
 
 
 def _matmul_into(out, probs, values, divisor=None):

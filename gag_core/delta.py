@@ -7,7 +7,8 @@ leaves O bit for bit untouched and the backend's precision is kept everywhere el
 from .attention import sparse_dense_attention
 
 
-def guidance_delta(q, k, v, combine, alpha=1.5, mask=None, key_slice=None, max_score_elements=2**24, observe=None):
+def guidance_delta(q, k, v, combine, alpha=1.5, mask=None, key_slice=None, max_score_elements=2**24, observe=None,
+                   row_logsumexp=None):
     """Correction to add to standard attention so that it becomes ``combine(dense, sparse)``.
 
     q: (B, H, Lq, D); k, v: (B, H, Lk, D); mask: bool (True keeps) or additive, broadcastable to
@@ -19,12 +20,15 @@ def guidance_delta(q, k, v, combine, alpha=1.5, mask=None, key_slice=None, max_s
     replaced: delta = m * (combine(d_t, s_t) - d_t), where d_t and s_t attend over the sliced keys
     and m is the dense probability mass the query puts on them. Returns (B, H, Lq, D) in q's dtype.
     observe: optional callable given (dense, sparse) before they are combined (diagnostics).
+    row_logsumexp: optional (B, H, Lq, 1) float32 logsumexp of each whole row of logits, where the
+    base output's kernel gave it: with key_slice, the logits of the other keys are then not formed.
     """
     if key_slice is None:
         dense, sparse = sparse_dense_attention(q, k, v, alpha, mask=mask, max_score_elements=max_score_elements)
     else:
         dense, sparse, mass = sparse_dense_attention(
-            q, k, v, alpha, mask=mask, key_slice=key_slice, max_score_elements=max_score_elements
+            q, k, v, alpha, mask=mask, key_slice=key_slice, max_score_elements=max_score_elements,
+            row_logsumexp=row_logsumexp,
         )
     if observe is not None:
         observe(dense, sparse)
@@ -33,13 +37,14 @@ def guidance_delta(q, k, v, combine, alpha=1.5, mask=None, key_slice=None, max_s
 
 
 def joint_guidance_delta(q, k, v, combine, text_tokens, alpha=1.5, mask=None, all_keys=False,
-                         max_score_elements=2**24, observe=None):
+                         max_score_elements=2**24, observe=None, row_logsumexp=None):
     """Guidance for the image queries of a joint attention whose first ``text_tokens`` tokens
     (queries and keys alike) are text (METHODS section 3).
 
     q, k, v: (B, H, L, D); mask broadcastable to (B, H, L, L). The image queries' text-key share is
     replaced (all_keys=False, the default) or their whole row (all_keys=True); text queries are
-    left alone. Returns the delta for the image queries, (B, H, L - text_tokens, D) in q's dtype.
+    left alone. row_logsumexp: optional (B, H, L, 1) float32, see ``guidance_delta``.
+    Returns the delta for the image queries, (B, H, L - text_tokens, D) in q's dtype.
     """
     if mask is not None and mask.shape[-2] == q.shape[2]:
         mask = mask[..., text_tokens:, :]
@@ -47,4 +52,5 @@ def joint_guidance_delta(q, k, v, combine, text_tokens, alpha=1.5, mask=None, al
         q[:, :, text_tokens:], k, v, combine, alpha, mask=mask,
         key_slice=None if all_keys else slice(0, text_tokens),
         max_score_elements=max_score_elements, observe=observe,
+        row_logsumexp=None if row_logsumexp is None else row_logsumexp[:, :, text_tokens:],
     )

@@ -21,15 +21,14 @@ import torch
 
 from . import _checks
 
-# Newton converges in 3-6 steps on attention-like rows; the cap only guards against inputs that
-# make no progress, such as NaN.
-_MAX_NEWTON_STEPS = 50
-# Tolerances on a Newton step; tau lies in [-1, 0], so below float32 resolution there further
-# steps change nothing.
-_STEP_TOLERANCE = 1e-7
-# entmax-1.5 ends with an exact solve over the support, whose error is quadratic in the distance
-# left to the root (see _entmax15_exact), so it can stop much earlier.
-_ENTMAX15_TOLERANCE = 1e-4
+# A fixed number of Newton evaluations, so that no step waits for the device to say whether the
+# last one converged (a host sync per step; it also breaks CUDA graphs and torch.compile
+# fullgraph). Measured against sort-based and bisection solutions over rows of 77, 512 and 4096
+# keys (normal, heavy-tailed, tied and one-peaked logits with standard deviations from 0.1 to 256):
+# entmax-1.5 and alphas below it reach float32 precision after 5 evaluations, sparsemax after 10,
+# alphas in between after at most 8; two more each leave a margin (tests/unit/test_entmax.py).
+_EVALUATIONS_UP_TO_ENTMAX15 = 7
+_EVALUATIONS_ABOVE_ENTMAX15 = 12
 
 
 def entmax(scores, alpha=1.5, dim=-1):
@@ -50,8 +49,7 @@ def entmax(scores, alpha=1.5, dim=-1):
     shifted = torch.empty(moved.shape, dtype=torch.float32, device=scores.device).copy_(moved)
     _, rows_ok = shift_rows_(shifted)
     probs = entmax_shifted(shifted, alpha)
-    if rows_ok is not None:
-        probs.masked_fill_(~rows_ok, 0.0)
+    probs.masked_fill_(~rows_ok, 0.0)
     return probs.to(scores.dtype).movedim(-1, dim)
 
 
@@ -61,14 +59,12 @@ def shift_rows_(scores):
     scores: (..., L) float32, non-empty rows. Rows that are entirely -inf are set to 0 so that no
     NaN can arise downstream; the caller zeroes their results.
     Returns (row_max, rows_ok): row_max (..., 1) float32 (0 for the all -inf rows), and rows_ok
-    (..., 1) bool marking rows with a finite entry, or None when every row has one.
+    (..., 1) bool marking rows with a finite entry.
     """
     row_max = scores.amax(dim=-1, keepdim=True)
-    # Only -inf marks a masked row; NaN or +inf scores propagate as NaN instead of hiding.
+    # Only -inf marks a masked row; NaN or +inf scores propagate as NaN instead of hiding. Every
+    # row is treated alike, since asking whether all rows have a finite entry would sync the host.
     rows_ok = row_max != -torch.inf
-    if bool(rows_ok.all()):
-        scores.sub_(row_max)
-        return row_max, None
     row_max = torch.where(rows_ok, row_max, 0.0)
     scores.sub_(row_max).masked_fill_(~rows_ok, 0.0)
     return row_max, rows_ok
@@ -96,19 +92,18 @@ def _solve(shifted, alpha):
     tau = shifted.new_full(shifted.shape[:-1] + (1,), -1.0)
     clipped = torch.empty_like(shifted)
     powered = None if beta in (1.0, 2.0) else torch.empty_like(shifted)
-    tolerance = _ENTMAX15_TOLERANCE if beta == 2.0 else _STEP_TOLERANCE
-    for step_number in range(_MAX_NEWTON_STEPS):
+    evaluations = _EVALUATIONS_UP_TO_ENTMAX15 if alpha <= 1.5 else _EVALUATIONS_ABOVE_ENTMAX15
+    for evaluation in range(evaluations):
+        if evaluation:
+            tau = tau + step
         _clip(shifted, alpha, tau, clipped)
         norm, weight = _norm_and_weight_(clipped, beta, powered, ones)
-        # Newton on G: dG/dtau = -weight * norm ** (1 - beta).
+        # Newton on G: dG/dtau = -weight * norm ** (1 - beta). Past the root the step is 0 (or
+        # rounding), so converged rows stay where they are.
         step = norm - 1.0
         if beta != 1.0:
             step.mul_(norm if beta == 2.0 else norm ** (beta - 1.0))
         step.div_(weight)
-        # `not >` also stops on NaN scores, which no number of steps would fix.
-        if not float(step.max()) > tolerance or step_number == _MAX_NEWTON_STEPS - 1:
-            break
-        tau = tau + step
     # `clipped` holds what _norm_and_weight_ left of the evaluation at `tau`; `step` is its step.
     if beta == 1.0:
         # Michelot: tau + step is the exact threshold over the last support.

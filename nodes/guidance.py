@@ -44,9 +44,14 @@ class GuidanceRule:
             return pladis(dense, sparse, self.scale)
         return gag(dense, sparse, self.scale, self.eta, self.zeta, self.cap)
 
-    def apply(self, call, output):
+    @property
+    def is_identity(self):
+        return self.strength == 0.0 or (self.method == "pladis" and self.scale == 0.0)
+
+    def apply(self, call, output, row_logsumexp=None):
         """Add strength * (guided - dense) to the output; text and reference-image queries of a joint
-        call stay as they are."""
+        call stay as they are. row_logsumexp: (B, H, L, 1) float32 logsumexp of each row of the
+        call's logits, where the base output's kernel gave it."""
         recorder = call.options.get(PROBE_KEY)
         observe = None if recorder is None else functools.partial(recorder.guidance, call, self)
         if call.kind == "cross":
@@ -54,9 +59,11 @@ class GuidanceRule:
             return call.add_to_rows(output, self._scaled(delta), 0)
         text = call.text_tokens
         queries, mask = call.generated_rows  # reference-image rows stay as they are
+        if row_logsumexp is not None:
+            row_logsumexp = row_logsumexp[:, :, : queries.shape[2]]
         delta = joint_guidance_delta(
             queries, call.k, call.v, self.combine, text, self.alpha, mask=mask, all_keys=self.all_keys,
-            observe=observe,
+            observe=observe, row_logsumexp=row_logsumexp,
         )
         return call.add_to_rows(output, self._scaled(delta), text)
 
@@ -75,8 +82,8 @@ def gag_scale_input():
 def _patch_guidance(node_class, model, rule, layers, start_percent, end_percent):
     window = Window.from_percent(model, start_percent, end_percent)
     layout = model_layout(model, node_class.__name__)
-    if layout is None:
-        return model
+    if layout is None or rule.is_identity:
+        return model  # strength 0 or PLADIS scale 0: attention is exactly the model's own
     report_layout(node_class, layout)
     selection = parse_selection(layers, layout) or layout.guidance_default()
     return install(model, layout, rule, selection, window, unet_attention="attn2")

@@ -22,6 +22,7 @@ import comfy.model_patcher
 import comfy.patcher_extension
 import torch
 
+from ..gag_core.attention import attention_and_logsumexp
 from .layout import DIT_STRUCTURES, TEXT_FROM_BLOCK_ARGUMENTS, TEXT_FROM_EMBEDDING, UNET, detect_layout
 
 CALL_INFO_KEY = "comfyui_gag_call"
@@ -181,11 +182,17 @@ class SharedOnCopy:
 class JointAttentionOverride(SharedOnCopy):
     """The attention override for DiT joint attention.
 
-    ``patch`` is either a "post" patch, ``patch.apply(call, output) -> output`` rewriting the output
-    of selected calls (GAG), or a "replace" patch, ``patch.attention(call) -> output`` computing
-    the attention itself (circulation). A replace patch is handed down the override chain as the
-    attention function, so post patches installed before or after it still apply on top. Calls
-    outside the selection or the window return exactly what the chain returns without us.
+    ``patch`` is either a "post" patch, ``patch.apply(call, output, row_logsumexp) -> output``
+    rewriting the output of selected calls (GAG), or a "replace" patch, ``patch.attention(call) ->
+    output`` computing the attention itself (circulation). A replace patch is handed down the
+    override chain as the attention function, so post patches installed before or after it still
+    apply on top. Calls outside the selection or the window return exactly what the chain returns
+    without us.
+
+    A post patch handed one of ComfyUI's attention backends, with no other override below it but a
+    backend choice, computes the base output itself, in one fused call that also gives each row's
+    logsumexp, so that guidance need not form the logits of the image keys. Handed a replacement
+    (circulation's), or with another override below, it rewrites what those return.
     """
 
     def __init__(self, patch, selection, window, previous):
@@ -213,6 +220,9 @@ class JointAttentionOverride(SharedOnCopy):
         if replaces:
             # Overrides installed before ours run on top of the replaced attention.
             func = _ReplacedAttention(self, func)
+        elif call is not None and _is_comfy_backend(func) and (self.previous is None or _is_backend_choice(self.previous)):
+            base, row_logsumexp = attention_and_logsumexp(call.q, call.k, call.v, call.mask)
+            return self.patch.apply(call, call.to_output_layout(base), row_logsumexp)
         output = self._chain_below(func, *args, **kwargs)
         if call is None or replaces:
             return output
@@ -340,6 +350,11 @@ class TextSpanFromEmbedding(SharedOnCopy):
         if options is not None:
             options[JOINT_INFO_KEY] = (int(text_sizes[0]), tokens.shape[1])
         return result
+
+
+def _is_comfy_backend(func):
+    """Whether ``func`` is one of ComfyUI's own attention functions (not a replacement)."""
+    return getattr(func, "__module__", None) == comfy.ldm.modules.attention.__name__
 
 
 def _is_backend_choice(override):
