@@ -32,8 +32,8 @@ def attention_and_logsumexp(q, k, v, mask=None, max_score_elements=2**24):
     On CPU one fused call (PyTorch's flash attention for CPU, which SDPA itself runs there) returns
     both; on CUDA without a mask, the memory-efficient kernel does. Elsewhere the output is SDPA's
     and the logsumexp comes from chunked float32 logits (at most ``max_score_elements`` at once).
-    Returns (out (B, H, Lq, Dv) in q's dtype, logsumexp (B, H, Lq, 1) float32; -inf for a row
-    whose keys are all masked).
+    Returns (out (B, H, Lq, Dv) in q's dtype, logsumexp (B, H, Lq, 1) float32). A row whose keys
+    are all masked gets whatever the kernel gives it (its output is zero there).
     """
     _check_qkv(q, k, v)
     shape = (q.shape[0], q.shape[1], q.shape[2], k.shape[2])
@@ -63,7 +63,7 @@ def _additive(mask, dtype):
 
 
 def sparse_dense_attention(q, k, v, alpha=1.5, mask=None, key_slice=None, max_score_elements=2**24,
-                           row_logsumexp=None):
+                           row_logsumexp=None, dense=None):
     """Dense and sparse attention sharing the logits S = q k^T / sqrt(D) (+ mask).
 
     q: (B, H, Lq, D); k: (B, H, Lk, D); v: (B, H, Lk, Dv) (Dv is usually D); any float dtype.
@@ -74,6 +74,8 @@ def sparse_dense_attention(q, k, v, alpha=1.5, mask=None, key_slice=None, max_sc
     max_score_elements: upper bound on float32 score elements alive at once (all temporaries).
     row_logsumexp: None, or logsumexp(S) (B, H, Lq, 1) float32 where it is known already (from
         ``attention_and_logsumexp``); with key_slice the other keys' logits are then never formed.
+    dense: None, or the dense output (B, H, Lq, Dv) where the caller has it already (a layer's own
+        attention output); it is returned as it is instead of being computed. Not with key_slice.
     Returns (dense, sparse), each (B, H, Lq, Dv) in q's dtype; with key_slice also
     mass (B, H, Lq, 1) float32 = exp(logsumexp(S[..., key_slice]) - logsumexp(S)).
     A row whose selected keys are all masked gets zero outputs and zero mass.
@@ -82,6 +84,9 @@ def sparse_dense_attention(q, k, v, alpha=1.5, mask=None, key_slice=None, max_sc
     _check_qkv(q, k, v)
     batch, heads, queries, dim = q.shape
     keys = k.shape[2]
+    if dense is not None and (key_slice is not None or dense.shape != q.shape[:3] + v.shape[-1:]):
+        raise ValueError(f"dense must have shape (B, H, Lq, Dv) = {tuple(q.shape[:3] + v.shape[-1:])} and "
+                         f"comes without key_slice, got {tuple(dense.shape)} with key_slice {key_slice}")
     mask = _mask_4d(mask, (batch, heads, queries, keys))
     selected, others = _key_groups(key_slice, keys)
     rows = _rows_per_chunk(keys, max_score_elements, q.device)
@@ -91,8 +96,12 @@ def sparse_dense_attention(q, k, v, alpha=1.5, mask=None, key_slice=None, max_sc
     k_selected, v_selected = k32[:, :, selected], v[:, :, selected].float()
     k_others = None if others is None else [k32[:, :, group] for group in others]
     out_shape = (batch, heads, queries, v.shape[-1])
-    dense = torch.empty(out_shape, dtype=q.dtype, device=q.device)
-    sparse = torch.empty_like(dense)
+    known_dense = dense is not None
+    if known_dense and alpha == 1.0:
+        return dense, dense.clone()
+    if not known_dense:
+        dense = torch.empty(out_shape, dtype=q.dtype, device=q.device)
+    sparse = torch.empty(out_shape, dtype=q.dtype, device=q.device)
     mass = None if key_slice is None else torch.empty(out_shape[:3] + (1,), dtype=torch.float32, device=q.device)
     for index in _chunks(batch, heads, queries, rows):
         heads_index = index[:2]
@@ -108,7 +117,7 @@ def sparse_dense_attention(q, k, v, alpha=1.5, mask=None, key_slice=None, max_sc
             _logits(q_chunk, k_selected[heads_index], _mask_keys(mask_chunk, selected)),
             v_selected[heads_index],
             alpha,
-            dense[index],
+            None if known_dense else dense[index],
             sparse[index],
             None if mass is None else (mass[index], lse_others, row_lse),
         )
@@ -131,23 +140,25 @@ def _attend_chunk(scores, v_selected, alpha, dense_out, sparse_out, mass_out):
     """Write the dense and sparse outputs (and mass) of one chunk.
 
     scores: (b, h, c, Ls) float32 logits of the selected keys (overwritten); v_selected:
-    (b, h, Ls, Dv) float32. dense_out, sparse_out: (b, h, c, Dv) contiguous views of the outputs.
+    (b, h, Ls, Dv) float32. dense_out, sparse_out: (b, h, c, Dv) contiguous views of the outputs;
+    dense_out None where the caller has the dense output (then alpha is not 1 and mass_out None).
     mass_out: None, or (mass view (b, h, c, 1) float32, lse_others, lse_row): the logsumexp
     (b, h, c, 1) float32 of the logits of the keys outside key_slice, or that of the whole row
     (the other one None).
     """
     row_max, rows_ok = shift_rows_(scores)
-    ones = scores.new_ones(scores.shape[-1])
-    exp_scores = torch.exp(scores)
-    total = (exp_scores @ ones).unsqueeze(-1)
-    # Normalising the (c x Dv) product instead of the (c x Ls) probabilities saves a pass.
-    _matmul_into(dense_out, exp_scores, v_selected, divisor=total)
-    del exp_scores
+    outputs = [sparse_out]
+    if dense_out is not None:
+        exp_scores = torch.exp(scores)
+        total = (exp_scores @ scores.new_ones(scores.shape[-1])).unsqueeze(-1)
+        # Normalising the (c x Dv) product instead of the (c x Ls) probabilities saves a pass.
+        _matmul_into(dense_out, exp_scores, v_selected, divisor=total)
+        del exp_scores
+        outputs.append(dense_out)
     if alpha == 1.0:
         sparse_out.copy_(dense_out)
     else:
         _matmul_into(sparse_out, entmax_shifted(scores, alpha), v_selected)
-    outputs = [dense_out, sparse_out]
     if mass_out is not None:
         mass_view, lse_others, lse_row = mass_out
         lse_selected = row_max + torch.log(total)

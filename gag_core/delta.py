@@ -8,7 +8,7 @@ from .attention import sparse_dense_attention
 
 
 def guidance_delta(q, k, v, combine, alpha=1.5, mask=None, key_slice=None, max_score_elements=2**24, observe=None,
-                   row_logsumexp=None):
+                   row_logsumexp=None, dense=None):
     """Correction to add to standard attention so that it becomes ``combine(dense, sparse)``.
 
     q: (B, H, Lq, D); k, v: (B, H, Lk, D); mask: bool (True keeps) or additive, broadcastable to
@@ -22,9 +22,12 @@ def guidance_delta(q, k, v, combine, alpha=1.5, mask=None, key_slice=None, max_s
     observe: optional callable given (dense, sparse) before they are combined (diagnostics).
     row_logsumexp: optional (B, H, Lq, 1) float32 logsumexp of each whole row of logits, where the
     base output's kernel gave it: with key_slice, the logits of the other keys are then not formed.
+    dense: optional (B, H, Lq, Dv), the standard attention output the layer computed already (the
+    base of a cross-attention); without key_slice only the sparse output is then computed.
     """
     if key_slice is None:
-        dense, sparse = sparse_dense_attention(q, k, v, alpha, mask=mask, max_score_elements=max_score_elements)
+        dense, sparse = sparse_dense_attention(q, k, v, alpha, mask=mask, max_score_elements=max_score_elements,
+                                               dense=dense)
     else:
         dense, sparse, mass = sparse_dense_attention(
             q, k, v, alpha, mask=mask, key_slice=key_slice, max_score_elements=max_score_elements,
@@ -37,13 +40,15 @@ def guidance_delta(q, k, v, combine, alpha=1.5, mask=None, key_slice=None, max_s
 
 
 def joint_guidance_delta(q, k, v, combine, text_tokens, alpha=1.5, mask=None, all_keys=False,
-                         max_score_elements=2**24, observe=None, row_logsumexp=None):
+                         max_score_elements=2**24, observe=None, row_logsumexp=None, plain=None):
     """Guidance for the image queries of a joint attention whose first ``text_tokens`` tokens
     (queries and keys alike) are text (METHODS section 3).
 
     q, k, v: (B, H, L, D); mask broadcastable to (B, H, L, L). The image queries' text-key share is
     replaced (all_keys=False, the default) or their whole row (all_keys=True); text queries are
-    left alone. row_logsumexp: optional (B, H, L, 1) float32, see ``guidance_delta``.
+    left alone. row_logsumexp: optional (B, H, L, 1) float32, see ``guidance_delta``. plain:
+    optional (B, H, L, D), the call's plain attention output, which is the dense output of a whole
+    row (used with all_keys).
     Returns the delta for the image queries, (B, H, L - text_tokens, D) in q's dtype.
     """
     if mask is not None and mask.shape[-2] == q.shape[2]:
@@ -53,4 +58,5 @@ def joint_guidance_delta(q, k, v, combine, text_tokens, alpha=1.5, mask=None, al
         key_slice=None if all_keys else slice(0, text_tokens),
         max_score_elements=max_score_elements, observe=observe,
         row_logsumexp=None if row_logsumexp is None else row_logsumexp[:, :, text_tokens:],
+        dense=None if plain is None or not all_keys else plain[:, :, text_tokens:],
     )

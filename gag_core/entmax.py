@@ -56,8 +56,8 @@ def entmax(scores, alpha=1.5, dim=-1):
 def shift_rows_(scores):
     """Subtract each row's max in place so the top entry is 0, for any magnitude of the scores.
 
-    scores: (..., L) float32, non-empty rows. Rows that are entirely -inf are set to 0 so that no
-    NaN can arise downstream; the caller zeroes their results.
+    scores: (..., L) float32, non-empty rows. Rows that are entirely -inf stay so, and whatever
+    is computed from them (NaN, rows being independent) is the caller's to zero at the end.
     Returns (row_max, rows_ok): row_max (..., 1) float32 (0 for the all -inf rows), and rows_ok
     (..., 1) bool marking rows with a finite entry.
     """
@@ -66,7 +66,7 @@ def shift_rows_(scores):
     # row is treated alike, since asking whether all rows have a finite entry would sync the host.
     rows_ok = row_max != -torch.inf
     row_max = torch.where(rows_ok, row_max, 0.0)
-    scores.sub_(row_max).masked_fill_(~rows_ok, 0.0)
+    scores.sub_(row_max)
     return row_max, rows_ok
 
 

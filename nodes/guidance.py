@@ -48,14 +48,17 @@ class GuidanceRule:
     def is_identity(self):
         return self.strength == 0.0 or (self.method == "pladis" and self.scale == 0.0)
 
-    def apply(self, call, output, row_logsumexp=None):
+    def apply(self, call, output, row_logsumexp=None, output_is_plain=False):
         """Add strength * (guided - dense) to the output; text and reference-image queries of a joint
         call stay as they are. row_logsumexp: (B, H, L, 1) float32 logsumexp of each row of the
-        call's logits, where the base output's kernel gave it."""
+        call's logits, where the base output's kernel gave it. output_is_plain: the output is the
+        call's plain attention (no other patch's), so it is the dense output of a whole row."""
         recorder = call.options.get(PROBE_KEY)
         observe = None if recorder is None else functools.partial(recorder.guidance, call, self)
+        plain = call.heads_first(output) if output_is_plain else None
         if call.kind == "cross":
-            delta = guidance_delta(call.q, call.k, call.v, self.combine, self.alpha, mask=call.mask, observe=observe)
+            delta = guidance_delta(call.q, call.k, call.v, self.combine, self.alpha, mask=call.mask, observe=observe,
+                                   dense=plain)
             return call.add_to_rows(output, self._scaled(delta), 0)
         text = call.text_tokens
         queries, mask = call.generated_rows  # reference-image rows stay as they are
@@ -64,6 +67,7 @@ class GuidanceRule:
         delta = joint_guidance_delta(
             queries, call.k, call.v, self.combine, text, self.alpha, mask=mask, all_keys=self.all_keys,
             observe=observe, row_logsumexp=row_logsumexp,
+            plain=None if plain is None else plain[:, :, : queries.shape[2]],
         )
         return call.add_to_rows(output, self._scaled(delta), text)
 

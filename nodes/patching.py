@@ -80,6 +80,12 @@ class AttentionCall:
             return x
         return x.transpose(1, 2).reshape(x.shape[0], x.shape[2], -1)
 
+    def heads_first(self, output):
+        """An output in the caller's layout as (B, H, L, D)."""
+        if self.heads_first_output:
+            return output
+        return output.reshape(output.shape[0], output.shape[1], self.q.shape[1], -1).transpose(1, 2)
+
     def add_to_rows(self, output, delta, first_row):
         """``output`` with ``delta`` (B, H, n, D) added to the n query rows from first_row on."""
         delta = self.to_output_layout(delta)
@@ -182,8 +188,8 @@ class SharedOnCopy:
 class JointAttentionOverride(SharedOnCopy):
     """The attention override for DiT joint attention.
 
-    ``patch`` is either a "post" patch, ``patch.apply(call, output, row_logsumexp) -> output``
-    rewriting the output of selected calls (GAG), or a "replace" patch, ``patch.attention(call) ->
+    ``patch`` is either a "post" patch, ``patch.apply(call, output, row_logsumexp, output_is_plain)
+    -> output`` rewriting the output of selected calls (GAG), or a "replace" patch, ``patch.attention(call) ->
     output`` computing the attention itself (circulation). A replace patch is handed down the
     override chain as the attention function, so post patches installed before or after it still
     apply on top. Calls outside the selection or the window return exactly what the chain returns
@@ -222,7 +228,7 @@ class JointAttentionOverride(SharedOnCopy):
             func = _ReplacedAttention(self, func)
         elif call is not None and _is_comfy_backend(func) and (self.previous is None or _is_backend_choice(self.previous)):
             base, row_logsumexp = attention_and_logsumexp(call.q, call.k, call.v, call.mask)
-            return self.patch.apply(call, call.to_output_layout(base), row_logsumexp)
+            return self.patch.apply(call, call.to_output_layout(base), row_logsumexp, output_is_plain=True)
         output = self._chain_below(func, *args, **kwargs)
         if call is None or replaces:
             return output
@@ -315,7 +321,10 @@ class UnetAttentionReplace(SharedOnCopy):
         call = AttentionCall(*split, None, self.kind, text_tokens, tuple(extra_options["block"]), info.sigma, False, extra_options)
         if self.patch.mode == "replace":
             return call.to_output_layout(self.patch.attention(call))
-        return self.patch.apply(call, self._base(q, k, v, extra_options))
+        # ComfyUI's own attention, or a backend choice's, is the plain attention guidance starts from.
+        override = extra_options.get("optimized_attention_override")
+        plain = self.previous is None and (override is None or _is_backend_choice(override))
+        return self.patch.apply(call, self._base(q, k, v, extra_options), output_is_plain=plain)
 
 
 class JointBlockInfo(SharedOnCopy):

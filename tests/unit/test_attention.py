@@ -219,3 +219,54 @@ def test_joint_guidance_delta_guides_image_queries_against_text_keys():
     torch.testing.assert_close(joint, expected)
     every_key = joint_guidance_delta(q, k, v, combine, 8, mask=mask, all_keys=True)
     torch.testing.assert_close(every_key, guidance_delta(q[:, :, 8:], k, v, combine, mask=mask[..., 8:, :]))
+
+
+@pytest.mark.parametrize("mask_name", [None, "bool_per_batch", "additive"])
+def test_attention_and_logsumexp_give_sdpa_and_each_rows_logsumexp(mask_name):
+    q, k, v = _qkv(seed=11)
+    mask = None if mask_name is None else _masks()[mask_name]
+    out, lse = gag_core.attention.attention_and_logsumexp(q, k, v, mask=mask)
+    torch.testing.assert_close(out, torch.nn.functional.scaled_dot_product_attention(q, k, v, attn_mask=mask),
+                               atol=1e-6, rtol=0)
+    scores = q.double() @ k.double().transpose(-1, -2) / math.sqrt(D)
+    if mask is not None:
+        scores = scores.masked_fill(~mask, -math.inf) if mask.dtype == torch.bool else scores + mask.double()
+    assert lse.shape == (B, H, LQ, 1) and lse.dtype == torch.float32
+    expected = torch.logsumexp(scores, -1, keepdim=True)
+    kept = torch.isfinite(expected)  # a fully masked row's logsumexp is the kernel's choice
+    torch.testing.assert_close(lse.double()[kept], expected[kept], atol=1e-5, rtol=0)
+
+
+@pytest.mark.parametrize("key_slice", [slice(0, 7), slice(None, None, 2)])
+def test_a_known_row_logsumexp_gives_the_same_mass_without_the_other_keys(key_slice):
+    q, k, v = _qkv(seed=12)
+    mask = _masks()["bool_per_batch"]
+    _, row_logsumexp = gag_core.attention.attention_and_logsumexp(q, k, v, mask=mask)
+    computed = sparse_dense_attention(q, k, v, mask=mask, key_slice=key_slice)
+    given = sparse_dense_attention(q, k, v, mask=mask, key_slice=key_slice, row_logsumexp=row_logsumexp)
+    for a, b in zip(computed, given):
+        torch.testing.assert_close(a, b, atol=2e-6, rtol=0)
+    # The other keys are never read: garbage there changes nothing once the row's logsumexp is known.
+    others = torch.ones(LK, dtype=torch.bool)
+    others[key_slice] = False
+    k_garbage = k.clone()
+    k_garbage[:, :, others] = torch.nan
+    garbage = sparse_dense_attention(q, k_garbage, v, mask=mask, key_slice=key_slice, row_logsumexp=row_logsumexp)
+    for a, b in zip(given, garbage):
+        assert torch.equal(a, b)
+
+
+def test_the_patched_joint_path_compiles_without_a_graph_break():
+    """No host sync on the patched joint path: fullgraph=True fails on any (a tensor read back as
+    a Python number or bool)."""
+    q, k, v = _qkv(batch=1, heads=2, queries=40, keys=40, seed=13)
+    combine = functools.partial(gag_core.gag, scale=10.0, eta=0.03, cap="relative")
+
+    def guided(q, k, v):
+        out, row_logsumexp = gag_core.attention.attention_and_logsumexp(q, k, v)
+        delta = gag_core.delta.joint_guidance_delta(q, k, v, combine, 8, row_logsumexp=row_logsumexp)
+        return out[:, :, 8:] + delta
+
+    torch.compiler.reset()
+    compiled = torch.compile(guided, fullgraph=True, backend="eager")
+    torch.testing.assert_close(compiled(q, k, v), guided(q, k, v), atol=1e-6, rtol=0)
