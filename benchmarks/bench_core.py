@@ -11,7 +11,7 @@ keys, head dim 128). q, k, v are standard normal, so the logits have standard de
 rows with broad supports, the slow case for a threshold search.
 CUDA (fp16, CUDA events, peak from torch.cuda) when available, else CPU (fp32, wall clock, peak from
 torch.profiler memory events); median of the trials after warm-up, two input sets rotated.
-Writes benchmarks/results/core_<device>.md. --quick: fewer trials (one timed naive FLUX call).
+Writes benchmarks/results/sparse_pass_<device>.md. --quick: fewer trials (one timed naive FLUX call).
 """
 import argparse
 import math
@@ -23,11 +23,10 @@ import sys
 import torch
 import torch.nn.functional as F
 from entmax import entmax15
-from torch.profiler import ProfilerActivity, profile
 
 sys.path.insert(0, str(pathlib.Path(__file__).resolve().parents[1]))
 from gag_core import gag, sparse_dense_attention  # noqa: E402
-from timing import time_call  # noqa: E402
+from timing import peak_bytes, time_call  # noqa: E402
 
 SHAPES = (  # name, batch, heads, queries, keys, head dim
     ("SDXL cross 4096x77", 2, 10, 4096, 77, 64),
@@ -48,27 +47,6 @@ def ours(q, k, v):
     """gag_core: dense and sparse outputs from chunked shared logits, then GAG."""
     dense, sparse = sparse_dense_attention(q, k, v)
     return gag(dense, sparse)
-
-
-def peak_bytes(fn, qkv, device):
-    """Peak bytes allocated at once during one call, beyond what was allocated before it."""
-    if device.type == "cuda":
-        torch.cuda.synchronize()
-        torch.cuda.reset_peak_memory_stats()
-        before = torch.cuda.memory_allocated()
-        fn(*qkv)
-        torch.cuda.synchronize()
-        return torch.cuda.max_memory_allocated() - before
-    with profile(activities=[ProfilerActivity.CPU], profile_memory=True) as prof:
-        fn(*qkv)
-    events = sorted(
-        (e for e in prof.profiler.kineto_results.events() if e.name() == "[memory]"), key=lambda e: e.start_ns()
-    )
-    live = peak = 0
-    for event in events:
-        live += event.nbytes()
-        peak = max(peak, live)
-    return peak
 
 
 def random_qkv(batch, heads, queries, keys, dim, device, dtype, seed):
@@ -116,7 +94,7 @@ def format_row(row):
 
 
 def write_report(device, dtype, trials, warmup, quick, rows):
-    out = pathlib.Path(__file__).resolve().parent / "results" / f"core_{device.type}.md"
+    out = pathlib.Path(__file__).resolve().parent / "results" / f"sparse_pass_{device.type}.md"
     out.parent.mkdir(parents=True, exist_ok=True)
     if device.type == "cuda":
         where, memory = torch.cuda.get_device_name(), "torch.cuda.max_memory_allocated"

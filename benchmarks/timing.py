@@ -1,9 +1,11 @@
 """Timing shared by the benchmarks: warm-up, then the median over trials that rotate through
-several input sets (so the timing is not of a warm cache), with CUDA events on a GPU."""
+several input sets (so the timing is not of a warm cache), with CUDA events on a GPU; and the
+peak memory of one call."""
 import statistics
 import time
 
 import torch
+from torch.profiler import ProfilerActivity, profile
 
 
 def time_call(fn, inputs, trials, warmup, device):
@@ -25,3 +27,24 @@ def time_call(fn, inputs, trials, warmup, device):
             output = fn(current)
             times.append(time.perf_counter() - began)
     return statistics.median(times), output
+
+
+def peak_bytes(fn, qkv, device):
+    """Peak bytes allocated at once during one call, beyond what was allocated before it."""
+    if device.type == "cuda":
+        torch.cuda.synchronize()
+        torch.cuda.reset_peak_memory_stats()
+        before = torch.cuda.memory_allocated()
+        fn(*qkv)
+        torch.cuda.synchronize()
+        return torch.cuda.max_memory_allocated() - before
+    with profile(activities=[ProfilerActivity.CPU], profile_memory=True) as prof:
+        fn(*qkv)
+    events = sorted(
+        (e for e in prof.profiler.kineto_results.events() if e.name() == "[memory]"), key=lambda e: e.start_ns()
+    )
+    live = peak = 0
+    for event in events:
+        live += event.nbytes()
+        peak = max(peak, live)
+    return peak

@@ -91,6 +91,8 @@ class AttentionCall:
         delta = self.to_output_layout(delta)
         row_dim = 2 if self.heads_first_output else 1
         rows = delta.shape[row_dim]
+        if rows == output.shape[row_dim]:
+            return output + delta
         head, middle, tail = output.split([first_row, rows, output.shape[row_dim] - first_row - rows], dim=row_dim)
         return torch.cat([head, middle + delta, tail], dim=row_dim)
 
