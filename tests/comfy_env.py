@@ -22,8 +22,8 @@ def comfyui_dir():
     return PACK_DIR / ".comfyui"
 
 
-def import_comfy():
-    """Put ComfyUI on sys.path with CPU flags set; returns its directory."""
+def import_comfy(cpu=True):
+    """Put ComfyUI on sys.path with its flags set (CPU unless ``cpu`` is False); returns its directory."""
     root = comfyui_dir()
     if not (root / "comfy").is_dir():
         raise RuntimeError(f"no ComfyUI at {root}: run `bash scripts/provision.sh --dev` first")
@@ -34,7 +34,7 @@ def import_comfy():
     comfy.options.enable_args_parsing(False)
     import comfy.cli_args
 
-    comfy.cli_args.args.cpu = True
+    comfy.cli_args.args.cpu = cpu
     # On CPU ComfyUI would pick sub-quadratic attention; PyTorch SDPA is what GPU users run.
     comfy.cli_args.args.use_pytorch_cross_attention = True
     import comfy.model_management  # noqa: F401  (reads the flags above once)

@@ -5,13 +5,13 @@ import sys
 ROOT = pathlib.Path(__file__).resolve().parents[2]
 
 
-def import_comfy():
+def import_comfy(cpu=True):
     tests_dir = str(ROOT / "tests")
     if tests_dir not in sys.path:
         sys.path.insert(0, tests_dir)
     import comfy_env
 
-    return comfy_env.import_comfy()
+    return comfy_env.import_comfy(cpu)
 
 
 def pack_nodes(module_name="ComfyUI_GAG_bench"):

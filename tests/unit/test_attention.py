@@ -270,3 +270,17 @@ def test_the_patched_joint_path_compiles_without_a_graph_break():
     torch.compiler.reset()
     compiled = torch.compile(guided, fullgraph=True, backend="eager")
     torch.testing.assert_close(compiled(q, k, v), guided(q, k, v), atol=1e-6, rtol=0)
+
+
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA device")
+def test_the_patched_joint_path_never_syncs_a_cuda_device():
+    q, k, v = (t.cuda().half() for t in _qkv(batch=1, heads=2, queries=64, keys=64, seed=14))
+    combine = functools.partial(gag_core.gag, scale=10.0, eta=0.03, cap="relative")
+    torch.cuda.synchronize()
+    torch.cuda.set_sync_debug_mode("error")
+    try:
+        out, row_logsumexp = gag_core.attention.attention_and_logsumexp(q, k, v)
+        delta = gag_core.delta.joint_guidance_delta(q, k, v, combine, 8, row_logsumexp=row_logsumexp)
+        (out[:, :, 8:] + delta).sum()
+    finally:
+        torch.cuda.set_sync_debug_mode("default")
