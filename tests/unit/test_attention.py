@@ -8,7 +8,8 @@ import torch
 from torch.profiler import ProfilerActivity, profile
 
 import gag_core
-from gag_core.attention import sparse_dense_attention
+from gag_core.attention import attention_and_logsumexp, sparse_dense_attention
+from gag_core.delta import joint_guidance_delta
 
 B, H, LQ, LK, D = 2, 3, 37, 19, 8
 
@@ -226,7 +227,7 @@ def test_joint_guidance_delta_guides_image_queries_against_text_keys():
 def test_attention_and_logsumexp_give_sdpa_and_each_rows_logsumexp(mask_name):
     q, k, v = _qkv(seed=11)
     mask = None if mask_name is None else _masks()[mask_name]
-    out, lse = gag_core.attention.attention_and_logsumexp(q, k, v, mask=mask)
+    out, lse = attention_and_logsumexp(q, k, v, mask=mask)
     torch.testing.assert_close(out, torch.nn.functional.scaled_dot_product_attention(q, k, v, attn_mask=mask),
                                atol=1e-6, rtol=0)
     scores = q.double() @ k.double().transpose(-1, -2) / math.sqrt(D)
@@ -242,7 +243,7 @@ def test_attention_and_logsumexp_give_sdpa_and_each_rows_logsumexp(mask_name):
 def test_a_known_row_logsumexp_gives_the_same_mass_without_the_other_keys(key_slice):
     q, k, v = _qkv(seed=12)
     mask = _masks()["bool_per_batch"]
-    _, row_logsumexp = gag_core.attention.attention_and_logsumexp(q, k, v, mask=mask)
+    _, row_logsumexp = attention_and_logsumexp(q, k, v, mask=mask)
     computed = sparse_dense_attention(q, k, v, mask=mask, key_slice=key_slice)
     given = sparse_dense_attention(q, k, v, mask=mask, key_slice=key_slice, row_logsumexp=row_logsumexp)
     for a, b in zip(computed, given):
@@ -265,8 +266,8 @@ def test_the_patched_joint_path_compiles_without_a_graph_break():
     combine = functools.partial(gag_core.gag, scale=10.0, eta=0.03, cap="relative")
 
     def guided(q, k, v):
-        out, row_logsumexp = gag_core.attention.attention_and_logsumexp(q, k, v)
-        delta = gag_core.delta.joint_guidance_delta(q, k, v, combine, 8, row_logsumexp=row_logsumexp)
+        out, row_logsumexp = attention_and_logsumexp(q, k, v)
+        delta = joint_guidance_delta(q, k, v, combine, 8, row_logsumexp=row_logsumexp)
         return out[:, :, 8:] + delta
 
     torch.compiler.reset()
@@ -281,8 +282,8 @@ def test_the_patched_joint_path_never_syncs_a_cuda_device():
     torch.cuda.synchronize()
     torch.cuda.set_sync_debug_mode("error")
     try:
-        out, row_logsumexp = gag_core.attention.attention_and_logsumexp(q, k, v)
-        delta = gag_core.delta.joint_guidance_delta(q, k, v, combine, 8, row_logsumexp=row_logsumexp)
+        out, row_logsumexp = attention_and_logsumexp(q, k, v)
+        delta = joint_guidance_delta(q, k, v, combine, 8, row_logsumexp=row_logsumexp)
         (out[:, :, 8:] + delta).sum()
     finally:
         torch.cuda.set_sync_debug_mode("default")
