@@ -57,7 +57,7 @@ class GeometryRecorder(SharedOnCopy):
         parallel = stats["parallel_norm"].mean()
         orthogonal = stats["orthogonal_norm"].mean()
         values = torch.stack([
-            parallel / (parallel + orthogonal).clamp_min(1e-12),
+            parallel / (parallel + orthogonal).clamp_min(torch.finfo(torch.float32).tiny),  # no 0 / 0 when both norms are 0
             stats["cap_bound"].float().mean(),
             stats["guidance_norm"].mean(),
         ]).tolist()
@@ -133,7 +133,7 @@ class AttentionGeometryProbe(io.ComfyNode):
 
 
 def _to_image_tensor(image):
-    return torch.from_numpy(np.asarray(image.convert("RGB"), dtype=np.float32) / 255.0)[None]
+    return torch.from_numpy(np.asarray(image, dtype=np.float32) / 255.0)[None]  # render's plots are RGB
 
 
 def render(summary):
