@@ -61,6 +61,31 @@ PACK_LINKS = ["__init__.py", "nodes", "tests", "benchmarks"]  # the unit tests i
 # They are the lines naming a tooltip, description or display name (an input's name on the same
 # line goes with them), and the string-only lines that continue such text or a message.
 PROSE_LINES = [r"\b(tooltip|description|display_name)=", r'^\s*f?"[^"]*"\s*[,)]*\s*$']
+# Survivors no test can kill, each with why: (function, text on a mutated line, reason). They are
+# listed apart in the report and counted with the killed ones in its second score.
+EXPLAINED = [
+    ("CirculationRule._reference_inputs", 'get("block_index", None)', "equivalent: ComfyUI's SpatialTransformer "
+     "sets block_index on every call, so the default (ComfyUI's own, 0) is never read"),
+    ("CirculationRule._reference_inputs", 'get("block_index", )', "equivalent: as above, the default is never read"),
+    ("CirculationRule._reference_inputs", 'get("block_index", 1)', "equivalent: as above, the default is never read"),
+    ("CirculationRule._reference_inputs", "b_v=None", "equivalent: every UNet's value projection is built without a "
+     "bias (to_v, bias=False), so the bias is None either way"),
+    ("CirculationRule._reference_inputs", "w_v=weight, )", "equivalent: every UNet's value projection is built "
+     "without a bias (to_v, bias=False), so the bias is None either way"),
+    ("CirculationRule._reference_inputs", "cast_bias_weight(projection, ", "killed outside the run: without the "
+     "input, ComfyUI casts the weight to its own dtype, which differs only when weights are stored in another "
+     "precision than the compute one; tests/integration/test_low_vram.py covers that and is left out for its time"),
+    ("AttentionGeometryPlot.execute", "PreviewImage(image, ", "equivalent for what the user sees: the node class only "
+     "adds the workflow as metadata to the temporary preview file"),
+    ("render", "title=", "prose: a plot's title, drawn as text (like tooltips, not mutated elsewhere)"),
+    ("render", "xlabel=", "prose: an axis label, drawn as text"),
+    ("render", "ylabel=", "prose: an axis label, drawn as text"),
+    ("define_schema", "max=", "a slider's upper end: where the slider stops is a choice of the interface; every "
+     "value up to it is valid for the patch, which no test can tell from a different end"),
+    ("gag_scale_input", "max=", "a slider's upper end, as above"),
+    ("_alpha_beta_inputs", "max=", "a slider's upper end, as above"),
+    ("alpha_input", "max=", "a slider's upper end, as above"),
+]
 # A mutant's time limit is (its tests' measured time + this) x 15; the measured time leaves out
 # what every run pays first: collection and building the tiny models.
 TIMEOUT_CONSTANT_S = 30
@@ -181,8 +206,26 @@ def describe(name):
     return module.replace(".", "/").removeprefix(f"{pack_module()}/") + ".py", function
 
 
+def explanation(function, diff):
+    """(mutated line, reason) where EXPLAINED covers the mutant, else None."""
+    added = [line[1:].strip() for line in diff.splitlines() if line.startswith("+") and not line.startswith("+++")]
+    for covered, text, reason in EXPLAINED:
+        if (function == covered or function.endswith("." + covered)) and any(text in line for line in added):
+            return next(line for line in added if text in line), reason
+    return None
+
+
 def write_report(folder, paths, statuses, runs):
     import comfy_env  # reads ComfyUI's version without importing it
+    survivors, explained = [], []
+    for name in sorted((n for n, status in statuses.items() if status == "survived"),
+                       key=lambda n: (describe(n), int(n.rpartition("_")[2]))):
+        diff = output(folder, "show", name).split("\n", 1)[1].strip()  # after the "# name: status" line
+        known = explanation(describe(name)[1], diff)
+        if known is None:
+            survivors.append((describe(name), name, diff))
+        else:
+            explained.append((describe(name), *known))
     counts = {}
     for status in statuses.values():
         counts[status] = counts.get(status, 0) + 1
@@ -202,10 +245,11 @@ def write_report(folder, paths, statuses, runs):
         f"without {', '.join(f'`{p}`' for p in IGNORED_TESTS)}; each mutant runs only the tests that "
         "reached its function in an unmutated run. A function run while a session-wide fixture is set "
         "up is credited to the first test that asked for the fixture alone: the nodes' `define_schema`, "
-        "run by `node_classes`, is one, so each of its mutants runs one test.",
+        "run once by `node_classes`, is one, which is why `test_node_schemas.py` calls it afresh.",
         "",
         f"**Killed: {killed} / {len(statuses)}** ({100 * killed / max(checked(statuses), 1):.1f} % "
-        f"of the {checked(statuses)} checked).",
+        f"of the {checked(statuses)} checked); killed or explained: {killed + len(explained)} "
+        f"({100 * (killed + len(explained)) / max(checked(statuses), 1):.1f} %).",
         "",
         "| status | mutants |",
         "|---|---|",
@@ -220,19 +264,18 @@ def write_report(folder, paths, statuses, runs):
         *[f"| {r['started']} | {r['outcome']} | {r['checked']} | {r['seconds'] / 60:.0f} | "
           f"{r['seconds'] / max(r['checked'], 1):.1f} |" for r in runs],
         "",
-        "## Survivors",
+        "## Survivors not explained",
         "",
         f"`mutmut show NAME`, run in `{folder.relative_to(REPO)}/`, shows one again; "
         "`scripts/mutation.py --retest-survivors` tests them again.",
         "",
     ]
-    survivors = sorted((describe(name), int(name.rpartition("_")[2]), name)
-                       for name, status in statuses.items() if status == "survived")
-    for (file, function), _, name in survivors:
-        diff = output(folder, "show", name).split("\n", 1)[1].strip()  # after the "# name: status" line
+    for (file, function), name, diff in survivors:
         lines += [f"### `{file}` `{function}`: `{name}`", "", "```diff", diff, "```", ""]
     if not survivors:
         lines += ["None.", ""]
+    lines += ["## Survivors explained", "", "| file | function | mutated line | why |", "|---|---|---|---|",
+              *[f"| `{file}` | `{function}` | `{line}` | {reason} |" for (file, function), line, reason in explained], ""]
     # No test reached them, or their tests ran out of time or crashed: by function, without diffs.
     others = {}
     for name, status in statuses.items():
