@@ -245,7 +245,7 @@ def write_report(folder, paths, statuses, runs):
         f"without {', '.join(f'`{p}`' for p in IGNORED_TESTS)}; each mutant runs only the tests that "
         "reached its function in an unmutated run. A function run while a session-wide fixture is set "
         "up is credited to the first test that asked for the fixture alone: the nodes' `define_schema`, "
-        "run once by `node_classes`, is one, which is why `test_node_schemas.py` calls it afresh.",
+        "run once by `node_classes`, is one, which is why the interface tests in `test_wiring.py` call it afresh.",
         "",
         f"**Killed: {killed} / {len(statuses)}** ({100 * killed / max(checked(statuses), 1):.1f} % "
         f"of the {checked(statuses)} checked); killed or explained: {killed + len(explained)} "
