@@ -13,9 +13,7 @@ from torch.profiler memory events). Writes benchmarks/results/core_<device>.md.
 """
 import argparse
 import math
-import os
 import pathlib
-import platform
 import statistics
 import sys
 import time
@@ -25,7 +23,7 @@ import torch
 ROOT = pathlib.Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
-from benchmarks.timing import peak_bytes  # noqa: E402
+from benchmarks.timing import machine, peak_bytes  # noqa: E402
 from benchmarks.quality.comfy_setup import import_comfy, pack_nodes  # noqa: E402
 
 import_comfy()
@@ -134,12 +132,7 @@ def format_row(row, device):
 
 def write_report(device, dtype, trials, warmup, rows):
     out = ROOT / "benchmarks" / "results" / f"core_{device.type}.md"
-    if device.type == "cuda":
-        where, memory = torch.cuda.get_device_name(), "torch.cuda.max_memory_allocated"
-    else:
-        where = f"{platform.processor() or platform.machine()}, {torch.get_num_threads()} threads"
-        where += f", load average {os.getloadavg()[0]:.1f} at the end"
-        memory = "torch.profiler memory events"
+    where, memory = machine(device)
     lines = [
         "# One guided attention call: patched / unpatched",
         "",

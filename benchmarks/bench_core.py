@@ -17,7 +17,6 @@ import argparse
 import math
 import os
 import pathlib
-import platform
 import sys
 
 import torch
@@ -26,7 +25,7 @@ from entmax import entmax15
 
 sys.path.insert(0, str(pathlib.Path(__file__).resolve().parents[1]))
 from gag_core import gag, sparse_dense_attention  # noqa: E402
-from timing import peak_bytes, time_call  # noqa: E402
+from timing import machine, peak_bytes, time_call  # noqa: E402
 
 SHAPES = (  # name, batch, heads, queries, keys, head dim
     ("SDXL cross 4096x77", 2, 10, 4096, 77, 64),
@@ -96,12 +95,7 @@ def format_row(row):
 def write_report(device, dtype, trials, warmup, quick, rows):
     out = pathlib.Path(__file__).resolve().parent / "results" / f"sparse_pass_{device.type}.md"
     out.parent.mkdir(parents=True, exist_ok=True)
-    if device.type == "cuda":
-        where, memory = torch.cuda.get_device_name(), "torch.cuda.max_memory_allocated"
-    else:
-        where = f"{platform.processor() or platform.machine()}, {torch.get_num_threads()} threads"
-        where += f", load average {os.getloadavg()[0]:.1f} at the end"
-        memory = "torch.profiler memory events (every allocation and free, in order)"
+    where, memory = machine(device)
     lines = [
         "# Sparse pass of PLADIS/GAG: gag_core against the naive way",
         "",

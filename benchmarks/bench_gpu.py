@@ -17,7 +17,6 @@ the script runs (nothing is written).
 import argparse
 import datetime
 import pathlib
-import statistics
 import sys
 import time
 

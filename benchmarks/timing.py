@@ -1,6 +1,8 @@
 """Timing shared by the benchmarks: warm-up, then the median over trials that rotate through
 several input sets (so the timing is not of a warm cache), with CUDA events on a GPU; and the
 peak memory of one call."""
+import os
+import platform
 import statistics
 import time
 
@@ -48,3 +50,12 @@ def peak_bytes(fn, qkv, device):
         live += event.nbytes()
         peak = max(peak, live)
     return peak
+
+
+def machine(device):
+    """(where the benchmark ran, where its peak memory comes from), for a results file."""
+    if device.type == "cuda":
+        return torch.cuda.get_device_name(), "torch.cuda.max_memory_allocated"
+    where = f"{platform.processor() or platform.machine()}, {torch.get_num_threads()} threads"
+    where += f", load average {os.getloadavg()[0]:.1f} at the end"
+    return where, "torch.profiler memory events (every allocation and free, in order)"
