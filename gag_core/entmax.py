@@ -94,16 +94,16 @@ def _solve(shifted, alpha):
     powered = None if beta in (1.0, 2.0) else torch.empty_like(shifted)
     evaluations = _EVALUATIONS_UP_TO_ENTMAX15 if alpha <= 1.5 else _EVALUATIONS_ABOVE_ENTMAX15
     for evaluation in range(evaluations):
-        if evaluation:
-            tau = tau + step
         _clip(shifted, alpha, tau, clipped)
         norm, weight = _norm_and_weight_(clipped, beta, powered, ones)
-        # Newton on G: dG/dtau = -weight * norm ** (1 - beta). Past the root the step is 0 (or
+        # Newton on G: dG/dtau = -weight * norm ** (1 - beta). At the root the step is 0 (or
         # rounding), so converged rows stay where they are.
         step = norm - 1.0
         if beta != 1.0:
             step.mul_(norm if beta == 2.0 else norm ** (beta - 1.0))
         step.div_(weight)
+        if evaluation < evaluations - 1:
+            tau = tau + step
     # `clipped` holds what _norm_and_weight_ left of the evaluation at `tau`; `step` is its step.
     if beta == 1.0:
         # Michelot: tau + step is the exact threshold over the last support.
