@@ -94,12 +94,9 @@ def patch_circulation(node_class, model, alpha, beta, start_percent, end_percent
         return model
     report_layout(node_class, layout)
     selection = parse_selection(layers, layout) or layout.all_blocks()
-    projections = None
-    if path == "reference":
-        if layout.kind == UNET:
-            projections = _value_projections(model, selection)
-        else:
-            logger.info("[ComfyUI-GAG] %s: joint-attention models use the value-space path.", node_class.__name__)
+    projections = _value_projections(model, selection) if path == "reference" and layout.kind == UNET else None
+    if path == "reference" and projections is None:
+        logger.info("[ComfyUI-GAG] %s: joint-attention models use the value-space path.", node_class.__name__)
     rule = CirculationRule(alpha, beta, path, adaptive, adapt_beta, projections)
     patched = install(model, layout, rule, selection, window, unet_attention="attn1")
     if projections:

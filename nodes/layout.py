@@ -168,13 +168,13 @@ def parse_selection(text, layout, input_name="layers"):
 
 def format_selection(selection):
     """Inverse of parse_selection: ordered text with ranges collapsed."""
-    order = ["input", "middle", "output", "double", "single"]
     parts = []
-    for group in sorted({g for g, _ in selection}, key=lambda g: order.index(g) if g in order else len(order)):
+    # Alphabetical is the models' own order: input, middle, output; double, single.
+    for group in sorted({g for g, _ in selection}):
         numbers = sorted(n for g, n in selection if g == group)
         ranges, start = [], numbers[0]
         for prev, cur in zip(numbers, numbers[1:] + [None]):
-            if cur != prev + 1 if cur is not None else True:
+            if cur != prev + 1:  # also at the end (None)
                 ranges.append(f"{start}" if start == prev else f"{start}-{prev}")
                 start = cur
         parts.append(f"{group} {', '.join(ranges)}")

@@ -34,7 +34,7 @@ PANELS = [
 
 
 class GeometryRecorder(SharedOnCopy):
-    """Rows of measurements of the latest sampling run: dicts with sigma, block, group, kind and
+    """Rows of measurements of the latest sampling run: dicts with sigma, block group, kind and
     the measured values (floats). With the probe's node id, each finished step's plot is sent to
     the browser, which shows it inside the probe node while sampling runs."""
 
@@ -47,8 +47,7 @@ class GeometryRecorder(SharedOnCopy):
             self.rows = []  # sigma went up: a new sampling run started
         elif self.rows and call.sigma < self.rows[-1]["sigma"]:
             self.publish()  # the previous step is complete
-        group, number = call.block
-        self.rows.append(dict(sigma=call.sigma, block=f"{group} {number}", group=group, kind=kind, **values))
+        self.rows.append(dict(sigma=call.sigma, group=call.block[0], kind=kind, **values))
 
     def guidance(self, call, rule, dense, sparse):
         """Observer for guidance_delta: the geometry of the sparse-dense difference."""
@@ -83,7 +82,7 @@ class GeometryRecorder(SharedOnCopy):
         collected = {}
         for row in self.rows:
             for metric, value in row.items():
-                if metric in ("sigma", "block", "group", "kind"):
+                if metric in ("sigma", "group", "kind"):
                     continue
                 key = (row["kind"], metric, row["group"], step_of[row["sigma"]])
                 collected.setdefault(key, []).append(value)
@@ -128,7 +127,7 @@ class AttentionGeometryProbe(io.ComfyNode):
         if prompt is not None and not _output_connected(prompt, unique_id, 1):
             return io.NodeOutput(model, recorder)
         probed = model.clone()
-        probed.model_options.setdefault("transformer_options", {})[PROBE_KEY] = recorder
+        probed.model_options["transformer_options"][PROBE_KEY] = recorder  # every ModelPatcher has them
         return io.NodeOutput(probed, recorder)
 
 

@@ -64,26 +64,39 @@ PROSE_LINES = [r"\b(tooltip|description|display_name)=", r'^\s*f?"[^"]*"\s*[,)]*
 # Survivors no test can kill, each with why: (function, text on a mutated line, reason). They are
 # listed apart in the report and counted with the killed ones in its second score.
 EXPLAINED = [
-    ("CirculationRule._reference_inputs", 'get("block_index", None)', "equivalent: ComfyUI's SpatialTransformer "
-     "sets block_index on every call, so the default (ComfyUI's own, 0) is never read"),
-    ("CirculationRule._reference_inputs", 'get("block_index", )', "equivalent: as above, the default is never read"),
-    ("CirculationRule._reference_inputs", 'get("block_index", 1)', "equivalent: as above, the default is never read"),
-    ("CirculationRule._reference_inputs", "b_v=None", "equivalent: every UNet's value projection is built without a "
-     "bias (to_v, bias=False), so the bias is None either way"),
-    ("CirculationRule._reference_inputs", "w_v=weight, )", "equivalent: every UNet's value projection is built "
-     "without a bias (to_v, bias=False), so the bias is None either way"),
+    ("CirculationRule._reference_inputs", 'get("block_index", ', "equivalent: ComfyUI's SpatialTransformer sets "
+     "block_index on every call, so the default (ComfyUI's own, 0) is never read"),
+    ("CirculationRule._reference_inputs", "b_v=", "equivalent: every UNet's value projection is built without a bias "
+     "(to_v, bias=False), so the bias is None either way"),
     ("CirculationRule._reference_inputs", "cast_bias_weight(projection, ", "killed outside the run: without the "
      "input, ComfyUI casts the weight to its own dtype, which differs only when weights are stored in another "
      "precision than the compute one; tests/integration/test_low_vram.py covers that and is left out for its time"),
+    ("patch_circulation", 'path="', "equivalent: only \"reference\" selects the input-space path, so any other "
+     "default name is the value path"),
+    ("patch_circulation", "alpha == ", "equivalent in output: at alpha 1 circulation_attention returns exactly "
+     "SDPA's result, so installing the patch there or not gives the same images; the check only saves the work"),
+    ("patch_circulation", "logger.info(", "prose: a log line's text"),
+    ("patch_circulation", "model_layout(model, ", "prose: the node name a refusal's log line names"),
+    ("AttentionCirculationControlAdvanced.execute", "end_percent=", "equivalent: ComfyUI maps every percent from 1 "
+     "up to sigma 0, so an end past 1 is the end of the run"),
     ("AttentionGeometryPlot.execute", "PreviewImage(image, ", "equivalent for what the user sees: the node class only "
      "adds the workflow as metadata to the temporary preview file"),
+    ("GeometryRecorder.publish", 'format="', "equivalent: PIL reads format names in any case"),
+    ("render", "grid(panels, ", "equivalent: two columns is grid's default"),
     ("render", "title=", "prose: a plot's title, drawn as text (like tooltips, not mutated elsewhere)"),
     ("render", "xlabel=", "prose: an axis label, drawn as text"),
     ("render", "ylabel=", "prose: an axis label, drawn as text"),
+    ("render", "size=(560, 360)))", "prose: the empty plot's title, drawn as text"),
+    ("define_schema", "layers_input(", "prose: the example block list in the layers tooltip"),
     ("define_schema", "max=", "a slider's upper end: where the slider stops is a choice of the interface; every "
      "value up to it is valid for the patch, which no test can tell from a different end"),
+    ("define_schema", "min=", "a slider's lower end where it is no off value (the off values are tested: strength, "
+     "PLADIS scale, entmax alpha): a choice of the interface, as above"),
     ("gag_scale_input", "max=", "a slider's upper end, as above"),
+    ("gag_scale_input", "min=", "a slider's lower end (GAG's scale 0 is the focused attention, no off value), as above"),
     ("_alpha_beta_inputs", "max=", "a slider's upper end, as above"),
+    ("_alpha_beta_inputs", "min=", "a slider's lower end (circulation's alpha and beta have no off value there), "
+     "as above"),
     ("alpha_input", "max=", "a slider's upper end, as above"),
 ]
 # A mutant's time limit is (its tests' measured time + this) x 15; the measured time leaves out
@@ -206,12 +219,31 @@ def describe(name):
     return module.replace(".", "/").removeprefix(f"{pack_module()}/") + ".py", function
 
 
+def changed_part(removed, added):
+    """(start, stop) of what differs between a line and its mutant, in each of them."""
+    prefix = len(os.path.commonprefix([removed, added]))
+    suffix = len(os.path.commonprefix([removed[prefix:][::-1], added[prefix:][::-1]]))
+    return (prefix, len(removed) - suffix), (prefix, len(added) - suffix)
+
+
 def explanation(function, diff):
-    """(mutated line, reason) where EXPLAINED covers the mutant, else None."""
-    added = [line[1:].strip() for line in diff.splitlines() if line.startswith("+") and not line.startswith("+++")]
+    """(mutated line, reason) where an EXPLAINED text touches what the mutant changed, else None."""
+    lines = diff.splitlines()
+    removed = [line[1:] for line in lines if line.startswith("-") and not line.startswith("---")]
+    added = [line[1:] for line in lines if line.startswith("+") and not line.startswith("+++")]
+    if len(removed) != 1 or len(added) != 1:
+        return None
+    parts = zip((removed[0], added[0]), changed_part(removed[0], added[0]))
+    touched = [(line, start, stop) for line, (start, stop) in parts]
     for covered, text, reason in EXPLAINED:
-        if (function == covered or function.endswith("." + covered)) and any(text in line for line in added):
-            return next(line for line in added if text in line), reason
+        if function != covered and not function.endswith("." + covered):
+            continue
+        for line, start, stop in touched:
+            at = line.find(text)
+            while at != -1:
+                if at <= stop and at + len(text) >= start:
+                    return added[0].strip(), reason
+                at = line.find(text, at + 1)
     return None
 
 

@@ -5,6 +5,7 @@ import concurrent.futures
 import gc
 import importlib.util
 import sys
+import types
 
 import pytest
 import torch
@@ -64,3 +65,20 @@ def tiny_model():
     # Released while ComfyUI is still importable: ModelPatcher's finaliser needs it.
     _MODELS.clear()
     gc.collect()
+
+
+@pytest.fixture
+def client_messages(monkeypatch):
+    """The messages the pack sends to the browser tab that queued the prompt. In-process there is
+    no PromptServer (the browser tests run the real one), so a stand-in records what it is given."""
+    sent = []
+
+    class PromptServer:
+        client_id = "tab-1"
+
+        def send_sync(self, event, data, client):
+            sent.append((event, data, client))
+
+    PromptServer.instance = PromptServer()
+    monkeypatch.setitem(sys.modules, "server", types.SimpleNamespace(PromptServer=PromptServer))
+    return sent

@@ -67,3 +67,10 @@ def test_patched_joint_call_matches_gag_core(node_classes, tiny_model):
     expected = expected.transpose(1, 2).reshape(plain.shape)
     assert not torch.allclose(output, plain)
     torch.testing.assert_close(output, expected)
+
+
+def test_adaptive_scale_acts_even_at_alpha_one(node_classes, tiny_model):
+    """"scale" adapts alpha from the layer's own symmetry, so alpha 1 is no identity there."""
+    model = tiny_model("sd15")
+    adaptive = run_node(node_classes["AttentionCirculationControlAdvanced"], model=model, alpha=1.0, adaptive="scale")[0]
+    assert not torch.equal(sample(adaptive, "sd15", steps=2), sample(model, "sd15", steps=2))

@@ -98,3 +98,25 @@ def test_image_first_lookalikes_are_refused_with_the_supported_families_named(no
     assert out is model
     messages = [r.getMessage() for r in caplog.records if "ComfyUI-GAG" in r.getMessage()]
     assert len(messages) == 1 and "runs unpatched" in messages[0] and "Z-Image" in messages[0], messages
+
+
+def test_block_lists_read_back_in_the_models_order(layout_module):
+    selection = {("output", 3), ("input", 1), ("single", 2), ("input", 2), ("double", 0), ("middle", 0),
+                 ("output", 5), ("single", 0), ("single", 1), ("output", 4), ("input", 7)}
+    text = layout_module.format_selection(selection)
+    assert text == "double 0, input 1-2, 7, middle 0, output 3-5, single 0-2"
+
+
+PATCH_NODES = ["GAGAttentionGuidance", "GAGAttentionGuidanceAdvanced", "PLADISAttentionGuidance",
+               "AttentionCirculationControl", "AttentionCirculationControlAdvanced"]
+
+
+@pytest.mark.parametrize("node_id", PATCH_NODES)
+def test_each_node_sends_its_models_blocks_to_its_own_widget(node_classes, tiny_model, client_messages, node_id):
+    node = node_classes[node_id]
+    node.hidden = type("Hidden", (), {"unique_id": "12"})()
+    try:
+        run_node(node, model=tiny_model("sdxl"), **({"alpha": 1.2} if "Circulation" in node_id else {}))
+    finally:
+        node.hidden = None
+    assert client_messages == [("comfyui_gag.layout", {"node": "12", "blocks": EXPECTED_BLOCKS["sdxl"]}, "tab-1")]

@@ -4,8 +4,6 @@ import base64
 import io
 import json
 import math
-import sys
-import types
 
 import pytest
 import torch
@@ -128,23 +126,6 @@ METRICS = {"guidance": {"parallel_share", "cap_fraction", "guidance_norm"},
            "circulation": {"eta_m", "alpha_eff", "energy", "instability", "alignment"}}
 
 
-@pytest.fixture
-def client_messages(monkeypatch):
-    """The messages the pack sends to the browser tab that queued the prompt. In-process there is
-    no PromptServer (the browser tests run the real one), so a stand-in records what it is given."""
-    sent = []
-
-    class PromptServer:
-        client_id = "tab-1"
-
-        def send_sync(self, event, data, client):
-            sent.append((event, data, client))
-
-    PromptServer.instance = PromptServer()
-    monkeypatch.setitem(sys.modules, "server", types.SimpleNamespace(PromptServer=PromptServer))
-    return sent
-
-
 def mean_at(rows, kind, metric, group, sigma):
     values = [row[metric] for row in rows if (row["kind"], row["group"], row["sigma"]) == (kind, group, sigma)]
     return sum(values) / len(values)
@@ -160,8 +141,11 @@ def test_summary_holds_every_plotted_metric_per_group_and_step_in_sampling_order
     assert {kind: set(metrics) for kind, metrics in summary.items()} == METRICS
     sigmas = sorted({row["sigma"] for row in rows}, reverse=True)
     assert len(sigmas) == 3
+    # Guidance leaves the UNet's middle block alone; circulation patches every block.
+    expected_groups = {"guidance": {"input", "output"}, "circulation": {"input", "middle", "output"}}
     for kind, metrics in METRICS.items():
         groups = {row["group"] for row in rows if row["kind"] == kind}
+        assert groups == expected_groups[kind]
         for metric in metrics:
             assert set(summary[kind][metric]) == groups
             for group, points in summary[kind][metric].items():
@@ -201,3 +185,13 @@ def test_probe_outside_a_server_run_sends_nothing(node_classes, tiny_model, clie
     probed, geometry = probe(node_classes, guided, unique_id=None)
     sample(probed, "sd15", steps=2)
     assert geometry.rows and client_messages == []
+
+
+def test_probe_run_by_a_script_records(node_classes, tiny_model):
+    """Outside ComfyUI's executor (a script, the quality bench) the node has no hidden inputs."""
+    node = node_classes["AttentionGeometryProbe"]
+    node.hidden = None
+    guided = run_node(node_classes["GAGAttentionGuidanceAdvanced"], model=tiny_model("sd15"), layers="input 1")[0]
+    probed, geometry = run_node(node, model=guided)
+    sample(probed, "sd15", steps=1)
+    assert geometry.rows

@@ -129,6 +129,10 @@ def test_node_ids_are_the_class_names_and_the_nodes_sit_in_one_menu(node_classes
         assert schema.category == MENU, schema.node_id
 
 
+def test_the_plot_node_runs_even_with_nothing_after_it(node_classes):
+    assert node_classes["AttentionGeometryPlot"].define_schema().is_output_node is True
+
+
 @pytest.mark.skipif(not README.exists(), reason="this copy of the pack has no README.md (the mutation run's)")
 def test_display_names_are_the_ones_the_readme_lists(node_classes):
     listed = set(re.findall(r"^\| ([A-Z][^|]*?) \| ", README.read_text(), re.M)) - {"node", "workflow", "ComfyUI"}
