@@ -76,6 +76,7 @@ EXPLAINED = [
     ("patch_circulation", "alpha == ", "equivalent in output: at alpha 1 circulation_attention returns exactly "
      "SDPA's result, so installing the patch there or not gives the same images; the check only saves the work"),
     ("patch_circulation", "logger.info(", "prose: a log line's text"),
+    ("patch_circulation", "if path ", "prose: whether the info line on joint-attention models is logged"),
     ("patch_circulation", "model_layout(model, ", "prose: the node name a refusal's log line names"),
     ("AttentionCirculationControlAdvanced.execute", "end_percent=", "equivalent: ComfyUI maps every percent from 1 "
      "up to sigma 0, so an end past 1 is the end of the run"),
@@ -86,7 +87,6 @@ EXPLAINED = [
     ("render", "title=", "prose: a plot's title, drawn as text (like tooltips, not mutated elsewhere)"),
     ("render", "xlabel=", "prose: an axis label, drawn as text"),
     ("render", "ylabel=", "prose: an axis label, drawn as text"),
-    ("render", "size=(560, 360)))", "prose: the empty plot's title, drawn as text"),
     ("define_schema", "layers_input(", "prose: the example block list in the layers tooltip"),
     ("define_schema", "max=", "a slider's upper end: where the slider stops is a choice of the interface; every "
      "value up to it is valid for the patch, which no test can tell from a different end"),
@@ -227,23 +227,21 @@ def changed_part(removed, added):
 
 
 def explanation(function, diff):
-    """(mutated line, reason) where an EXPLAINED text touches what the mutant changed, else None."""
+    """(mutated line, reason) where an EXPLAINED text names what the mutant changed, else None: the
+    text stands at or before the change, in the same argument (or it opens the call changed)."""
     lines = diff.splitlines()
     removed = [line[1:] for line in lines if line.startswith("-") and not line.startswith("---")]
     added = [line[1:] for line in lines if line.startswith("+") and not line.startswith("+++")]
     if len(removed) != 1 or len(added) != 1:
         return None
-    parts = zip((removed[0], added[0]), changed_part(removed[0], added[0]))
-    touched = [(line, start, stop) for line, (start, stop) in parts]
+    touched = list(zip((removed[0], added[0]), changed_part(removed[0], added[0])))
     for covered, text, reason in EXPLAINED:
         if function != covered and not function.endswith("." + covered):
             continue
-        for line, start, stop in touched:
-            at = line.find(text)
-            while at != -1:
-                if at <= stop and at + len(text) >= start:
-                    return added[0].strip(), reason
-                at = line.find(text, at + 1)
+        for line, (start, _) in touched:
+            at = line.rfind(text, 0, start + len(text))
+            if at != -1 and (text.endswith("(") or "," not in line[at + len(text):start]):
+                return added[0].strip(), reason
     return None
 
 
