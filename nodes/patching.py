@@ -365,7 +365,7 @@ class TextSpanFromEmbedding(SharedOnCopy):
 
 def _is_comfy_backend(func):
     """Whether ``func`` is one of ComfyUI's own attention functions (not a replacement)."""
-    return getattr(func, "__module__", None) == comfy.ldm.modules.attention.__name__
+    return func.__module__ == comfy.ldm.modules.attention.__name__
 
 
 def _is_backend_choice(override):

@@ -191,3 +191,26 @@ def test_qwen_image_text_padding_mask_end_to_end(node_classes, tiny_model):
     assert torch.isfinite(padded).all()
     torch.testing.assert_close(padded, unpadded, rtol=1e-4, atol=1e-4)
     assert not torch.allclose(_qwen_run(tiny_model("qwen_image"), context), unpadded, atol=1e-3), "GAG changed nothing"
+
+
+def test_a_guided_joint_call_computes_its_base_in_one_fused_call(node_classes, tiny_model):
+    """Handed one of ComfyUI's attention functions with nothing else below it, a guided call does not
+    run that function as well: one fused call gives its base output and each row's logsumexp. Its
+    result is the one the pack gives on top of any other attention function."""
+    plain = getattr(attention.attention_pytorch, "__wrapped__", attention.attention_pytorch)
+    calls = []
+
+    def comfy_backend(*args, **kwargs):  # stands in for one of ComfyUI's attention functions
+        calls.append(args)
+        return plain(*args, **kwargs)
+
+    comfy_backend.__module__ = attention.__name__
+    model = run_node(node_classes["GAGAttentionGuidance"], model=tiny_model("flux"))[0]
+    override = model.model_options["transformer_options"]["optimized_attention_override"]
+    q, k, v = qkv(seed=5)
+    fused = override(comfy_backend, q, k, v, HEADS, skip_reshape=True, transformer_options=joint_options(model))
+    assert calls == []
+    chained = override(lambda *args, **kwargs: plain(*args, **kwargs), q, k, v, HEADS, skip_reshape=True,
+                       transformer_options=joint_options(model))
+    torch.testing.assert_close(fused, chained, atol=1e-5, rtol=0)
+    assert (fused - plain(q, k, v, HEADS, skip_reshape=True)).abs().max() > 1e-3, "the call was not guided"

@@ -119,6 +119,7 @@ def test_plot_without_patches_says_so(node_classes, tiny_model):
     latent = sample(probed, "sd15", steps=1)
     image, numbers = run_node(node_classes["AttentionGeometryPlot"], geometry=geometry, samples={"samples": latent})
     assert json.loads(numbers) == {} and float(image.std()) > 0.01
+    assert tuple(image.shape) == (1, PANEL_HEIGHT, PANEL_WIDTH, 3)  # the one panel that says so
 
 
 PANEL_WIDTH, PANEL_HEIGHT = 560, 360
