@@ -23,7 +23,7 @@ import torch
 ROOT = pathlib.Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
-from benchmarks.timing import machine, peak_bytes  # noqa: E402
+from benchmarks.timing import device_and_dtype, machine, peak_bytes  # noqa: E402
 from benchmarks.quality.comfy_setup import import_comfy, pack_nodes  # noqa: E402
 
 import_comfy()
@@ -106,10 +106,7 @@ def main():
     parser.add_argument("--threads", type=int, default=None, help="CPU threads for torch (default: torch's)")
     parser.add_argument("--shapes", nargs="+", default=None, help="names of the shapes to run (default: all)")
     args = parser.parse_args()
-    if args.threads:
-        torch.set_num_threads(args.threads)
-    device = torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    dtype = torch.float16 if device.type == "cuda" else torch.float32
+    device, dtype = device_and_dtype(args.threads)
     trials, warmup = (3, 1) if args.quick else (7, 2)
     shapes = [s for s in SHAPES if args.shapes is None or s[0] in args.shapes]
     rows = []

@@ -25,7 +25,7 @@ from entmax import entmax15
 
 sys.path.insert(0, str(pathlib.Path(__file__).resolve().parents[1]))
 from gag_core import gag, sparse_dense_attention  # noqa: E402
-from timing import machine, peak_bytes, time_call  # noqa: E402
+from timing import device_and_dtype, machine, peak_bytes, time_call  # noqa: E402
 
 SHAPES = (  # name, batch, heads, queries, keys, head dim
     ("SDXL cross 4096x77", 2, 10, 4096, 77, 64),
@@ -62,10 +62,7 @@ def main():
     parser.add_argument("--quick", action="store_true", help="fewer trials; one timed naive call at the FLUX shape")
     parser.add_argument("--threads", type=int, default=None, help="CPU threads for torch (default: torch's)")
     args = parser.parse_args()
-    if args.threads:
-        torch.set_num_threads(args.threads)
-    device = torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    dtype = torch.float16 if device.type == "cuda" else torch.float32
+    device, dtype = device_and_dtype(args.threads)
     trials, warmup = (3, 1) if args.quick else (7, 2)
     rows = []
     with torch.inference_mode():

@@ -59,3 +59,13 @@ def machine(device):
     where = f"{platform.processor() or platform.machine()}, {torch.get_num_threads()} threads"
     where += f", load average {os.getloadavg()[0]:.1f} at the end"
     return where, "torch.profiler memory events (every allocation and free, in order)"
+
+
+def device_and_dtype(threads=None):
+    """The device a benchmark runs on and its dtype: CUDA in fp16 when there is one, else CPU in
+    fp32 with ``threads`` torch threads (torch's default when None)."""
+    if threads:
+        torch.set_num_threads(threads)
+    if torch.cuda.is_available():
+        return torch.device("cuda"), torch.float16
+    return torch.device("cpu"), torch.float32
