@@ -78,7 +78,7 @@ EXPLAINED = [
     ("patch_circulation", "logger.info(", "prose: a log line's text"),
     ("patch_circulation", "if path ", "prose: whether the info line on joint-attention models is logged"),
     ("patch_circulation", "model_layout(model, ", "prose: the node name a refusal's log line names"),
-    ("AttentionCirculationControlAdvanced.execute", "end_percent=", "equivalent: ComfyUI maps every percent from 1 "
+    ("execute", "end_percent=", "equivalent: ComfyUI maps every percent from 1 "
      "up to sigma 0, so an end past 1 is the end of the run"),
     ("AttentionGeometryPlot.execute", "PreviewImage(image, ", "equivalent for what the user sees: the node class only "
      "adds the workflow as metadata to the temporary preview file"),
