@@ -49,9 +49,7 @@ def attention_and_logsumexp(q, k, v, mask=None, max_score_elements=2**24):
     lse = torch.empty(shape[:3] + (1,), dtype=torch.float32, device=q.device)
     k32 = k.float() * (1.0 / math.sqrt(q.shape[-1]))
     for index in _chunks(*shape[:3], _rows_per_chunk(shape[3], max_score_elements, q.device)):
-        scores = _logits(q[index].float(), k32[index[:2]], _mask_chunk(mask, index))
-        lse[index] = torch.logsumexp(scores, dim=-1, keepdim=True)
-        del scores
+        lse[index] = _logsumexp_others(q[index].float(), [k32], index[:2], _mask_chunk(mask, index), [slice(None)])
     return out, lse
 
 
