@@ -129,15 +129,16 @@ def _record_call_info(executor, x, t, c_concat=None, c_crossattn=None, control=N
 
 
 def _attention_arguments(q, k, v, heads, mask=None, attn_precision=None, skip_reshape=False, skip_output_reshape=False,
-                         scale=None, enable_gqa=False, **kwargs):
+                         scale=None, **kwargs):
     """The arguments of an attention call by name. ComfyUI of 2026 adds ``scale`` (a softmax scale
-    other than 1/sqrt(D)), ``enable_gqa`` (K/V with fewer heads than Q) and keywords that only
-    choose a backend (``low_precision_attention``, ``preferred_attention``), which stay in kwargs."""
+    other than 1/sqrt(D)), ``enable_gqa`` (K/V with fewer heads than Q, which the pack reads from
+    their shapes) and keywords that only choose a backend (``low_precision_attention``,
+    ``preferred_attention``), which stay in kwargs."""
     return dict(q=q, k=k, v=v, heads=heads, mask=mask, skip_reshape=skip_reshape,
-                skip_output_reshape=skip_output_reshape, scale=scale, enable_gqa=enable_gqa)
+                skip_output_reshape=skip_output_reshape, scale=scale)
 
 
-def _to_heads(x, heads, skip_reshape, dim_head):
+def _to_heads(x, skip_reshape, dim_head):
     """(B, L, H*D) or (B, L, H, D) -> (B, H, L, D); already split tensors pass through. K and V of a
     grouped-query call have fewer heads of the same D."""
     if skip_reshape:
@@ -154,11 +155,11 @@ def _split_heads(q, k, v, heads, skip_reshape, scale):
     Returns ((q, k, v), None) or (None, reason).
     """
     dim_head = q.shape[-1] if skip_reshape else q.shape[-1] // heads
-    q, k, v = (_to_heads(x, heads, skip_reshape, dim_head) for x in (q, k, v))
+    q, k, v = (_to_heads(x, skip_reshape, dim_head) for x in (q, k, v))
     query_heads, key_heads = q.shape[1], k.shape[1]
-    if k.shape[-1] != dim_head or v.shape[1] != key_heads or query_heads % key_heads:
-        return None, (f"grouped-query attention with {query_heads} query heads and {key_heads} key / "
-                      f"{v.shape[1]} value heads of sizes {dim_head}, {k.shape[-1]}, {v.shape[-1]}")
+    if v.shape[1] != key_heads or query_heads % key_heads:
+        return None, (f"grouped-query attention with {query_heads} query heads, {key_heads} key heads and "
+                      f"{v.shape[1]} value heads")
     if key_heads != query_heads:
         k = k.repeat_interleave(query_heads // key_heads, dim=1)
         v = v.repeat_interleave(query_heads // key_heads, dim=1)
@@ -318,7 +319,7 @@ class UnetAttentionReplace(SharedOnCopy):
         if info is None or not self.window.contains(info.sigma):
             return self._base(q, k, v, extra_options)
         heads = extra_options["n_heads"]
-        split = [_to_heads(t, heads, False, extra_options["dim_head"]) for t in (q, k, v)]
+        split = [_to_heads(t, False, extra_options["dim_head"]) for t in (q, k, v)]
         text_tokens = split[1].shape[2] if self.kind == "cross" else 0
         call = AttentionCall(*split, None, self.kind, text_tokens, tuple(extra_options["block"]), info.sigma, False, extra_options)
         if self.patch.mode == "replace":

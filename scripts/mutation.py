@@ -78,6 +78,11 @@ EXPLAINED = [
     ("patch_circulation", "logger.info(", "prose: a log line's text"),
     ("patch_circulation", "if path ", "prose: whether the info line on joint-attention models is logged"),
     ("patch_circulation", "model_layout(model, ", "prose: the node name a refusal's log line names"),
+    ("joint_guidance_delta", "mask.shape[", "equivalent: the pack hands gag_core 4-D masks (nodes.patching._mask_4d), "
+     "whose axis 2 is axis -2"),
+    ("joint_guidance_delta", "max_score_elements=", "performance only: the chunk size bounds the memory of the "
+     "score buffers, the outputs are the same (tests/unit/test_attention.py checks them at several chunk sizes)"),
+    ("joint_guidance_delta", "slice(", "equivalent: slice(0, n), slice(None, n) and slice(n) are the same slice"),
     ("execute", "end_percent=", "equivalent: ComfyUI maps every percent from 1 "
      "up to sigma 0, so an end past 1 is the end of the run"),
     ("AttentionGeometryPlot.execute", "PreviewImage(image, ", "equivalent for what the user sees: the node class only "

@@ -130,11 +130,14 @@ def test_grouped_query_attention_through_comfyui(patched_flux):
     torch.testing.assert_close(grouped, repeated, rtol=1e-5, atol=1e-6)
 
 
-def test_grouped_query_attention_the_pack_cannot_pair_runs_unpatched(patched_flux, caplog):
-    """3 key heads for 4 query heads pair no query head with one key head: the call gets exactly
-    what the chain below the pack returns, and one log line says why."""
+@pytest.mark.parametrize("key_heads, value_heads", [(3, 3), (2, 4)], ids=["3 key heads", "2 key, 4 value heads"])
+def test_grouped_query_attention_the_pack_cannot_pair_runs_unpatched(patched_flux, caplog, key_heads, value_heads):
+    """3 key heads for 4 query heads pair no query head with one key head, and values with other
+    heads than the keys pair no key with its value: the call gets exactly what the chain below the
+    pack returns, and one log line says why."""
     _, model = patched_flux
-    q, k, v = qkv(seed=4, heads=4, key_heads=3)
+    q, k, _ = qkv(seed=4, heads=4, key_heads=key_heads)
+    v = qkv(seed=4, heads=4, key_heads=value_heads)[2]
     override = model.model_options["transformer_options"]["optimized_attention_override"]
     sentinel = torch.full((1, 4, TEXT + IMAGE, DIM), 7.0)
     for _ in range(3):
@@ -164,6 +167,27 @@ def test_additive_padding_mask_with_finfo_max_equals_removing_the_padded_keys(pa
     assert torch.isfinite(masked).all()
     tolerance = dict(rtol=1e-5, atol=1e-5) if name != "circulation" else dict(rtol=1e-4, atol=1e-4)
     torch.testing.assert_close(masked[:, TEXT:], removed[:, TEXT - len(padded):], **tolerance)
+
+
+def test_every_mask_layout_comfyui_passes_means_the_same(patched_flux):
+    """Masks come as (Lq, Lk), (B, Lq, Lk) or (B, H, Lq, Lk): the same mask in each layout gives the
+    same output, and a per-sample mask applies to its own sample (batch 2, 2 heads, so that a batch
+    axis read as the head axis would still broadcast, and be caught)."""
+    name, model = patched_flux
+    q, k, v = (torch.cat([x, y]) for x, y in zip(qkv(seed=8), qkv(seed=9)))
+    tokens = TEXT + IMAGE
+    per_sample = torch.zeros(2, tokens, tokens)
+    per_sample[0, :, 1] = per_sample[1, :, [2, 3]] = -torch.finfo(torch.float32).max
+    tolerance = dict(rtol=1e-5, atol=1e-5) if name != "circulation" else dict(rtol=1e-4, atol=1e-4)
+
+    as_3d = call(joint_options(model), q, k, v, mask=per_sample)
+    as_4d = call(joint_options(model), q, k, v, mask=per_sample[:, None].expand(2, HEADS, tokens, tokens))
+    torch.testing.assert_close(as_3d, as_4d, **tolerance)
+    for sample in range(2):
+        alone = call(joint_options(model), q[sample:sample + 1], k[sample:sample + 1], v[sample:sample + 1],
+                     mask=per_sample[sample])
+        torch.testing.assert_close(as_3d[sample:sample + 1], alone, **tolerance)
+    assert (as_3d - call(joint_options(model), q, k, v)).abs().max() > 1e-3, "the mask was ignored"
 
 
 def _qwen_run(model, context, attention_mask=None):

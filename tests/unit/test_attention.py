@@ -223,6 +223,30 @@ def test_joint_guidance_delta_guides_image_queries_against_text_keys():
     torch.testing.assert_close(every_key, guidance_delta(q[:, :, 8:], k, v, combine, mask=mask[..., 8:, :]))
 
 
+def test_joint_guidance_delta_uses_the_row_logsumexp_and_plain_output_it_is_given():
+    """What the layer's own kernel gave is read, not recomputed: a row logsumexp larger by log 2
+    halves the text keys' dense mass and so the delta; with all keys, PLADIS's delta is
+    scale * (sparse - dense), so a plain output larger by c lowers it by scale * c. Only the image
+    rows of each are read."""
+    q, k, v = _qkv(batch=1, heads=2, queries=24, keys=24, seed=15)
+    combine = functools.partial(gag_core.pladis, scale=2.0)
+    plain, row_logsumexp = attention_and_logsumexp(q, k, v)
+    text_rows_garbage = torch.cat([torch.full_like(row_logsumexp[:, :, :8], torch.nan), row_logsumexp[:, :, 8:]], 2)
+    given = joint_guidance_delta(q, k, v, combine, 8, row_logsumexp=text_rows_garbage)
+    torch.testing.assert_close(given, joint_guidance_delta(q, k, v, combine, 8), atol=2e-6, rtol=0)
+    halved = joint_guidance_delta(q, k, v, combine, 8, row_logsumexp=row_logsumexp + math.log(2))
+    torch.testing.assert_close(halved, given / 2, atol=2e-6, rtol=0)
+
+    computed = joint_guidance_delta(q, k, v, combine, 8, all_keys=True)
+    torch.testing.assert_close(joint_guidance_delta(q, k, v, combine, 8, all_keys=True, plain=plain), computed,
+                               atol=2e-6, rtol=0)
+    shifted = torch.cat([torch.full_like(plain[:, :, :8], torch.nan), plain[:, :, 8:] + 0.5], 2)
+    torch.testing.assert_close(joint_guidance_delta(q, k, v, combine, 8, all_keys=True, plain=shifted),
+                               computed - 2.0 * 0.5, atol=2e-6, rtol=0)
+    # With the text keys alone, the whole row's plain output is not their dense output.
+    torch.testing.assert_close(joint_guidance_delta(q, k, v, combine, 8, plain=shifted), given, atol=2e-6, rtol=0)
+
+
 @pytest.mark.parametrize("mask_name", [None, "bool_per_batch", "additive"])
 def test_attention_and_logsumexp_give_sdpa_and_each_rows_logsumexp(mask_name):
     q, k, v = _qkv(seed=11)
