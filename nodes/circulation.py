@@ -96,8 +96,8 @@ def patch_circulation(node_class, model, alpha, beta, start_percent, end_percent
     selection = parse_selection(layers, layout) or layout.all_blocks()
     projections = _value_projections(model, selection) if path == "reference" and layout.kind == UNET else None
     if path == "reference" and projections is None:
-        logger.info("[ComfyUI-GAG] %s: joint-attention models use the value-space path.", node_class.__name__)
-    rule = CirculationRule(alpha, beta, path, adaptive, adapt_beta, projections)
+        logger.info("[ComfyUI-GAG] %s: DiTs use the value-space path (the input-space one is for UNets).", node_class.__name__)
+    rule = CirculationRule(alpha, beta, "reference" if projections else "value", adaptive, adapt_beta, projections)
     patched = install(model, layout, rule, selection, window, unet_attention="attn1")
     if projections:
         patched.set_model_attn1_patch(_stash_layer_input)

@@ -3,7 +3,8 @@
 A model is recognised by its structure (a UNet with transformer blocks that cross-attend, or a
 DiT with joint-attention blocks), never by its class, so wrapped, quantised and new models of a
 known structure work. Block names are ComfyUI's own: UNet "input"/"middle"/"output" with the
-block number, DiT "double"/"single" with the block index ("joint" is accepted for "double").
+block number, DiT "double"/"single" with the block index ("joint" is accepted for "double"), and
+"block" for DiTs with one kind of block and no block type (Anima).
 """
 import dataclasses
 import re
@@ -11,7 +12,7 @@ import re
 UNET = "unet"
 DIT = "dit"
 
-_GROUP_ALIASES = {"joint": "double", "in": "input", "mid": "middle", "out": "output", "up": "output", "down": "input"}
+_GROUP_ALIASES = {"joint": "double", "blocks": "block", "in": "input", "mid": "middle", "out": "output", "up": "output", "down": "input"}
 
 
 # Where a DiT's joint attention calls learn how many of their leading tokens are text:
@@ -23,19 +24,25 @@ TEXT_FROM_IMG_SLICE = "img_slice"  # the model says it in transformer_options["i
 
 @dataclasses.dataclass(frozen=True)
 class DitStructure:
-    """One structure of joint-attention DiTs: the attributes that mark it, its attention blocks as
-    (group, attribute listing them) in the order ComfyUI runs them, and where a joint call's text span
-    comes from (``text_method``: the model method whose result holds it, for TEXT_FROM_EMBEDDING)."""
+    """One structure of DiTs: the attributes that mark it, its attention blocks as (group, attribute
+    listing them) in the order ComfyUI runs them, and where a joint call's text span comes from
+    (``text_method``: the model method whose result holds it, for TEXT_FROM_EMBEDDING).
+
+    ``separate_attention``: for DiTs whose blocks attend in two calls, image self-attention and a
+    separate image-to-text cross-attention, instead of one joint call: (kind, path) pairs, kind
+    "self" or "cross", path the attention function's attribute inside a block. Their calls carry
+    no block type, so the pack tags each one with its block and kind through that attribute."""
 
     families: str
     marks: tuple
     groups: tuple
     text_span: str = TEXT_FROM_CONDITIONING
     text_method: str = ""
+    separate_attention: tuple = ()
 
 
-# Every DiT structure the pack patches; all put the text tokens first in a joint call, then the
-# generated image, then any reference images (transformer_options["reference_image_num_tokens"]).
+# Every DiT structure the pack patches; all joint ones put the text tokens first in a joint call, then
+# the generated image, then any reference images (transformer_options["reference_image_num_tokens"]).
 DIT_STRUCTURES = (
     # JoyImage (double blocks only) and Lens (no pe_embedder) look alike but put the image first.
     DitStructure("FLUX.1, FLUX.2 (Klein), Chroma", ("double_blocks", "single_blocks"),
@@ -45,6 +52,9 @@ DIT_STRUCTURES = (
     DitStructure("Krea 2", ("blocks", "txtfusion"), (("single", "blocks"),), TEXT_FROM_IMG_SLICE),
     DitStructure("Z-Image, Lumina 2", ("layers", "context_refiner", "noise_refiner", "cap_embedder"), (("double", "layers"),),
                  TEXT_FROM_EMBEDDING, "patchify_and_embed"),
+    # Anima is Cosmos-Predict2's DiT with a text adapter that runs before it (on the conditioning).
+    DitStructure("Anima, Cosmos-Predict2", ("blocks", "x_embedder", "t_embedding_norm"), (("block", "blocks"),),
+                 separate_attention=(("self", "self_attn.attn_op"), ("cross", "cross_attn.attn_op"))),
 )
 
 
@@ -125,6 +135,8 @@ KNOWN_FAMILIES = {
     "Qwen-Image": "double 0-59",
     "Z-Image Turbo": "double 0-29",
     "Krea 2": "single 0-27",
+    "Anima, Cosmos-Predict2 2B": "block 0-27",
+    "Cosmos-Predict2 14B": "block 0-35",
 }
 
 

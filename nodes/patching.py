@@ -1,7 +1,7 @@
 """Installing attention patches through ComfyUI's hooks, chained to whatever was there before.
 
 Three hooks, all on a clone of the user's ModelPatcher (the input model is never touched):
-- the attention override (``transformer_options["optimized_attention_override"]``) for DiT joint
+- the attention override (``transformer_options["optimized_attention_override"]``) for DiT
   attention; the previous override, if any, is called for the base output, so another pack's
   backend or patch keeps working underneath ours;
 - the UNet ``attn1``/``attn2`` replace patches for the selected blocks, chained the same way;
@@ -12,7 +12,10 @@ ModelAttentionBackend) would drop DiT patches; an ON_PREPARE_STATE callback puts
 that backend for each sampling run, the way core's own attention nodes re-install themselves.
 The hooks run as Python even inside a torch.compile'd model, so a step's sigma is never frozen.
 SD3's MMDiT does not tell attention calls which block they are in; a DiT block-replace wrapper adds
-that, and the joint sequence length that tells its joint call from SD3.5's image-only one.
+that, and the joint sequence length that tells its joint call from SD3.5's image-only one. DiTs
+that attend twice per block (Anima: image self-attention, then cross-attention to the text) tell
+neither call its kind or block type: object patches of the selected modules' attention functions
+add both.
 """
 import dataclasses
 import logging
@@ -28,6 +31,7 @@ from .layout import DIT_STRUCTURES, TEXT_FROM_BLOCK_ARGUMENTS, TEXT_FROM_EMBEDDI
 CALL_INFO_KEY = "comfyui_gag_call"
 PROBE_KEY = "comfyui_gag_probe"  # the geometry probe's recorder, when one is connected
 JOINT_INFO_KEY = "comfyui_gag_joint"
+SITE_KEY = "comfyui_gag_site"  # (kind, block) of a DiT's separate self- or cross-attention call
 OVERRIDES_KEY = "comfyui_gag_overrides"  # the pack's attention overrides on a model, in installation order
 WRAPPER_KEY = "comfyui_gag"
 logger = logging.getLogger("ComfyUI-GAG")
@@ -45,9 +49,11 @@ class CallInfo:
 class AttentionCall:
     """One attention call as a patch sees it.
 
-    q, k, v: (B, H, L, D). kind: "cross" (UNet attn2: every key is text), "self" (UNet attn1) or
-    "joint" (DiT: the first ``text_tokens`` of queries and keys are text, then the generated image,
-    then ``reference_tokens`` of reference images that edit models append).
+    q, k, v: (B, H, L, D). kind: "cross" (every query is the image, every key text: a UNet's attn2,
+    or a DiT's separate cross-attention), "self" (the image alone: a UNet's attn1, or a DiT's
+    separate self-attention) or "joint" (DiT: the first ``text_tokens`` of queries and keys are
+    text, then the generated image, then ``reference_tokens`` of reference images that edit models
+    append; both 0 for the other kinds).
     heads_first_output: whether the caller expects (B, H, L, D) back rather than (B, L, H*D).
     options: the transformer options of the call (block info, the layer's input for attn1).
     """
@@ -188,8 +194,9 @@ class SharedOnCopy:
         return self
 
 
-class JointAttentionOverride(SharedOnCopy):
-    """The attention override for DiT joint attention.
+class DitAttentionOverride(SharedOnCopy):
+    """The attention override for DiT attention: joint calls, and the separate self-attention
+    (``kind`` "self") or cross-attention (``kind`` "cross") calls of DiTs that make two.
 
     ``patch`` is either a "post" patch, ``patch.apply(call, output, row_logsumexp, output_is_plain)
     -> output`` rewriting the output of selected calls (GAG), or a "replace" patch, ``patch.attention(call) ->
@@ -204,16 +211,17 @@ class JointAttentionOverride(SharedOnCopy):
     (circulation's), or with another override below, it rewrites what those return.
     """
 
-    def __init__(self, patch, selection, window, previous):
+    def __init__(self, patch, selection, window, previous, kind):
         self.patch = patch
         self.selection = selection
         self.window = window
         self.previous = previous
+        self.kind = kind
         self._logged_reasons = set()
 
     def on_top_of(self, previous):
         """The same override, chained to ``previous``."""
-        return JointAttentionOverride(self.patch, self.selection, self.window, previous)
+        return DitAttentionOverride(self.patch, self.selection, self.window, previous, self.kind)
 
     def _log_unpatched(self, reason):
         if reason not in self._logged_reasons:
@@ -248,10 +256,9 @@ class JointAttentionOverride(SharedOnCopy):
     def _joint_call(self, args, kwargs):
         options = kwargs.get("transformer_options") or {}
         info = options.get(CALL_INFO_KEY)
-        block_type = options.get("block_type")
-        if info is None or block_type is None:
+        kind, block = options.get(SITE_KEY) or ("joint", (options.get("block_type"), options.get("block_index")))
+        if info is None or block[0] is None or kind not in ("joint", self.kind):
             return None
-        block = (block_type, options.get("block_index"))
         if block not in self.selection or not self.window.contains(info.sigma):
             return None
         a = _attention_arguments(*args, **kwargs)
@@ -260,6 +267,9 @@ class JointAttentionOverride(SharedOnCopy):
             self._log_unpatched(reason)
             return None
         q, k, v = split
+        mask = _mask_4d(a["mask"])
+        if kind != "joint":
+            return AttentionCall(q, k, v, mask, kind, 0, block, info.sigma, a["skip_output_reshape"], options)
         text_tokens = info.text_tokens
         # The model's own word on the text span, where it gives one (ComfyUI 0.33's "img_slice"), or
         # the pack's block wrapper's or embedding patch's; otherwise the conditioning's length.
@@ -271,9 +281,24 @@ class JointAttentionOverride(SharedOnCopy):
         reference_tokens = sum(options.get("reference_image_num_tokens") or ())
         if not 0 < text_tokens < q.shape[2] - reference_tokens or k.shape[2] != q.shape[2]:
             return None
-        mask = _mask_4d(a["mask"])
         return AttentionCall(q, k, v, mask, "joint", text_tokens, block, info.sigma, a["skip_output_reshape"], options,
                              reference_tokens)
+
+
+class SeparateAttentionSite(SharedOnCopy):
+    """Object patch of the attention function of one self- or cross-attention module of a DiT that
+    attends in two calls per block (``DitStructure.separate_attention``): it tells the call its kind
+    and block, which the model does not (Anima sets only the block index, for both calls)."""
+
+    def __init__(self, function, kind, block):
+        self.function = function
+        self.kind = kind
+        self.block = block
+
+    def __call__(self, *args, transformer_options=None, **kwargs):
+        options = dict(transformer_options or {})
+        options[SITE_KEY] = (self.kind, self.block)
+        return self.function(*args, transformer_options=options, **kwargs)
 
 
 class _ReplacedAttention:
@@ -313,15 +338,14 @@ class UnetAttentionReplace(SharedOnCopy):
             transformer_options=extra_options,
         )
 
-    @torch.compiler.disable  # like JointAttentionOverride.__call__
+    @torch.compiler.disable  # like DitAttentionOverride.__call__
     def __call__(self, q, k, v, extra_options):
         info = extra_options.get(CALL_INFO_KEY)
         if info is None or not self.window.contains(info.sigma):
             return self._base(q, k, v, extra_options)
         heads = extra_options["n_heads"]
         split = [_to_heads(t, False, extra_options["dim_head"]) for t in (q, k, v)]
-        text_tokens = split[1].shape[2] if self.kind == "cross" else 0
-        call = AttentionCall(*split, None, self.kind, text_tokens, tuple(extra_options["block"]), info.sigma, False, extra_options)
+        call = AttentionCall(*split, None, self.kind, 0, tuple(extra_options["block"]), info.sigma, False, extra_options)
         if self.patch.mode == "replace":
             return call.to_output_layout(self.patch.attention(call))
         # ComfyUI's own attention, or a backend choice's, is the plain attention guidance starts from.
@@ -406,15 +430,15 @@ def model_layout(model, node_name):
 
 
 def install(model, layout, patch, selection, window, unet_attention="attn2"):
-    """A clone of ``model`` with ``patch`` (see JointAttentionOverride) installed on the ``selection``
-    of (group, number) blocks; UNets are patched on ``unet_attention`` ("attn2" cross-attention,
-    "attn1" self-attention), DiTs on their joint attention."""
+    """A clone of ``model`` with ``patch`` (see DitAttentionOverride) installed on the ``selection``
+    of (group, number) blocks: on a UNet's ``unet_attention`` ("attn2" cross-attention, "attn1"
+    self-attention), on a DiT's joint attention or else on its separate attention of that kind."""
     patched = model.clone()
     if not patched.get_wrappers(comfy.patcher_extension.WrappersMP.APPLY_MODEL, WRAPPER_KEY):
         patched.add_wrapper_with_key(comfy.patcher_extension.WrappersMP.APPLY_MODEL, WRAPPER_KEY, _record_call_info)
     options = patched.model_options.setdefault("transformer_options", {})
+    kind = "cross" if unet_attention == "attn2" else "self"
     if layout.kind == UNET:
-        kind = "cross" if unet_attention == "attn2" else "self"
         existing = options.get("patches_replace", {}).get(unet_attention, {})
         for group, number in sorted(selection):
             keys = [(group, number)] + [key for key in existing if len(key) == 3 and key[:2] == (group, number)]
@@ -422,7 +446,7 @@ def install(model, layout, patch, selection, window, unet_attention="attn2"):
                 replace = UnetAttentionReplace(patch, kind, window, existing.get(key))
                 patched.set_model_patch_replace(replace, unet_attention, *key)
         return patched
-    override = JointAttentionOverride(patch, selection, window, options.get("optimized_attention_override"))
+    override = DitAttentionOverride(patch, selection, window, options.get("optimized_attention_override"), kind)
     options["optimized_attention_override"] = override
     options[OVERRIDES_KEY] = options.get(OVERRIDES_KEY, ()) + (override,)
     if _reinstall_overrides not in patched.get_all_callbacks(comfy.patcher_extension.CallbacksMP.ON_PREPARE_STATE):
@@ -437,4 +461,12 @@ def install(model, layout, patch, selection, window, unet_attention="attn2"):
         name = f"diffusion_model.{structure.text_method}"
         if not isinstance(patched.get_model_object(name), TextSpanFromEmbedding):
             patched.add_object_patch(name, TextSpanFromEmbedding(patched.get_model_object(name)))
+    attributes = dict(structure.groups)
+    for site_kind, path in structure.separate_attention:
+        if site_kind != kind:
+            continue
+        for group, number in sorted(selection):
+            name = f"diffusion_model.{attributes[group]}.{number}.{path}"
+            if not isinstance(patched.get_model_object(name), SeparateAttentionSite):
+                patched.add_object_patch(name, SeparateAttentionSite(patched.get_model_object(name), kind, (group, number)))
     return patched

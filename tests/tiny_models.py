@@ -11,10 +11,10 @@ import torch
 
 FAMILIES = ("sd15", "sdxl", "sd3", "flux", "flux2", "qwen_image")
 # Families the pack patches from a ComfyUI version on: the oldest tree whose model tells its
-# attention calls what the pack needs.
-NEWER_FAMILIES = {"z_image": (0, 33, 0), "krea2": (0, 33, 0)}
+# attention calls what the pack needs, or that has the model at all.
+NEWER_FAMILIES = {"z_image": (0, 33, 0), "krea2": (0, 33, 0), "anima": (0, 33, 0)}
 # Every family the integration tests run (the fixture skips those a tree cannot patch).
-ALL_FAMILIES = FAMILIES + ("chroma",) + tuple(NEWER_FAMILIES)
+ALL_FAMILIES = FAMILIES + ("chroma", "cosmos_predict2") + tuple(NEWER_FAMILIES)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -124,6 +124,34 @@ SPECS = {
             patch=2, channels=16, txtlayers=2, txtheads=2, txtkvheads=2,
         ),
         (16, 1, 16, 16), 128, 0,
+    ),
+    # Cosmos-Predict2: image self-attention and a separate cross-attention to the text in every block,
+    # neither call told its kind; text of T5's width, zero-padded to 512 tokens by the real encoder.
+    "cosmos_predict2": FamilySpec(
+        "CosmosT2IPredict2",
+        dict(
+            image_model="cosmos_predict2", max_img_h=240, max_img_w=240, max_frames=128, in_channels=16,
+            out_channels=16, patch_spatial=2, patch_temporal=1, concat_padding_mask=True, model_channels=64,
+            num_blocks=2, num_heads=2, crossattn_emb_channels=1024, pos_emb_cls="rope3d",
+            pos_emb_learnable=True, pos_emb_interpolation="crop", min_fps=1, max_fps=30, use_adaln_lora=True,
+            adaln_lora_dim=16, rope_h_extrapolation_ratio=4.0, rope_w_extrapolation_ratio=4.0,
+            rope_t_extrapolation_ratio=1.0, extra_per_block_abs_pos_emb=False,
+        ),
+        (16, 1, 16, 16), 1024, 0,
+    ),
+    # Anima (ComfyUI 0.33): Cosmos-Predict2's DiT behind a text adapter of fixed size (about 0.1B
+    # parameters), which runs on the conditioning before sampling when token ids come with it.
+    "anima": FamilySpec(
+        "Anima",
+        dict(
+            image_model="anima", max_img_h=240, max_img_w=240, max_frames=128, in_channels=16,
+            out_channels=16, patch_spatial=2, patch_temporal=1, concat_padding_mask=True, model_channels=64,
+            num_blocks=2, num_heads=2, crossattn_emb_channels=1024, pos_emb_cls="rope3d",
+            pos_emb_learnable=True, pos_emb_interpolation="crop", min_fps=1, max_fps=30, use_adaln_lora=True,
+            adaln_lora_dim=16, rope_h_extrapolation_ratio=4.0, rope_w_extrapolation_ratio=4.0,
+            rope_t_extrapolation_ratio=1.0, extra_per_block_abs_pos_emb=False,
+        ),
+        (16, 1, 16, 16), 1024, 0,
     ),
     # A family the pack does not patch (video DiT with separate cross-attention), for the tests of
     # how unsupported models are handled.

@@ -19,6 +19,8 @@ EXPECTED_BLOCKS = {
     "chroma": "double 0-1, single 0-1",
     "z_image": "double 0-1",
     "krea2": "single 0-1",
+    "cosmos_predict2": "block 0-1",
+    "anima": "block 0-1",
 }
 
 

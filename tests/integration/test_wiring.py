@@ -68,7 +68,7 @@ DEFAULTS = {
 
 # (node, input, value, the oracle's settings for it, families): each input of each node, away from its default.
 INPUT_CASES = [
-    ("GAGAttentionGuidance", "scale", 3.0, dict(scale=3.0), ("sd15", "flux", "z_image", "krea2")),
+    ("GAGAttentionGuidance", "scale", 3.0, dict(scale=3.0), ("sd15", "flux", "z_image", "krea2", "cosmos_predict2")),
     ("GAGAttentionGuidanceAdvanced", "scale", 4.0, dict(scale=4.0), ("sd15", "flux")),
     ("GAGAttentionGuidanceAdvanced", "strength", 0.6, dict(strength=0.6), ("sd15", "flux")),
     ("GAGAttentionGuidanceAdvanced", "eta", 0.3, dict(eta=0.3), ("sd15", "flux")),
@@ -76,10 +76,10 @@ INPUT_CASES = [
     ("GAGAttentionGuidanceAdvanced", "alpha", 2.0, dict(alpha=2.0), ("sd15", "flux")),
     ("GAGAttentionGuidanceAdvanced", "guide_keys", "all keys", dict(all_keys=True), ("flux", "z_image", "krea2")),
     ("GAGAttentionGuidanceAdvanced", "cap", "absolute", dict(cap="absolute"), ("sd15", "flux")),
-    ("PLADISAttentionGuidance", "scale", 1.7, dict(scale=1.7), ("sd15", "flux", "z_image", "krea2")),
+    ("PLADISAttentionGuidance", "scale", 1.7, dict(scale=1.7), ("sd15", "flux", "z_image", "krea2", "anima")),
     ("PLADISAttentionGuidance", "alpha", 2.0, dict(alpha=2.0), ("sd15", "flux")),
     ("AttentionCirculationControl", "alpha", 1.3, dict(alpha=1.3), ("sd15", "flux")),
-    ("AttentionCirculationControl", "beta", 1.5, dict(beta=1.5), ("sd15", "flux", "z_image", "krea2")),
+    ("AttentionCirculationControl", "beta", 1.5, dict(beta=1.5), ("sd15", "flux", "z_image", "krea2", "cosmos_predict2")),
     ("AttentionCirculationControlAdvanced", "alpha", 1.3, dict(alpha=1.3), ("sd15",)),
     ("AttentionCirculationControlAdvanced", "beta", 1.5, dict(beta=1.5), ("sd15",)),
     ("AttentionCirculationControlAdvanced", "adaptive", "dev", dict(adaptive="dev"), ("sd15", "flux")),
@@ -100,9 +100,13 @@ def patched_by_default(node_id, block):
 TEXT_OR_IMAGE_ONLY = {"context refiner", "noise refiner", "text fusion"}
 
 
-def image_only(call):
-    """SD3.5 Medium's second attention in a joint block runs over the image tokens alone: with no
-    text to relate, every node leaves it as it is."""
+def not_for(expect, call):
+    """Calls a node of this method leaves as they are: a DiT's separate attention of the other kind
+    (guidance acts on cross-attention to the text, circulation on the image's self-attention), and
+    SD3.5 Medium's second attention in a joint block, over the image tokens alone, with no text to
+    relate."""
+    if call.get("kind") in ("self", "cross"):
+        return call["kind"] != ("self" if expect.method == "circulation" else "cross")
     return "q" not in call and heads_first(call)[0][0].shape[2] == IMAGE_TOKENS
 
 
@@ -234,9 +238,9 @@ class SharedOnCopy:
 class OverrideRecorder(SharedOnCopy):
     """An attention override on top of the pack's: each call's arguments, output and plain output."""
 
-    def __init__(self, inner, blocks):
+    def __init__(self, inner, sites):
         self.inner = inner
-        self.blocks = blocks
+        self.sites = sites
         self.calls = []
 
     def __call__(self, func, *args, **kwargs):
@@ -244,9 +248,9 @@ class OverrideRecorder(SharedOnCopy):
         options = kwargs.get("transformer_options") or {}
         # Which block a call comes from is read off the call order, not off block information that
         # the pack itself adds for some families (SD3).
-        block = self.blocks[len(self.calls) % len(self.blocks)]
+        block, kind = self.sites[len(self.calls) % len(self.sites)]
         self.calls.append(dict(args=args, kwargs=kwargs, output=output, plain=func(*args, **kwargs), block=block,
-                               sigma=float(options["sigmas"][0])))
+                               kind=kind, sigma=float(options["sigmas"][0])))
         return output
 
 
@@ -290,11 +294,18 @@ def unet_transformer_keys(model):
     return keys
 
 
-def dit_blocks(model):
-    """The DiT's attention calls of one model call in order, as (group, number): FLUX's double then
-    single blocks, SD3's joint blocks (two calls where SD3.5 Medium adds an image-only attention),
-    Qwen-Image's and Z-Image's blocks each make one call."""
+def dit_calls(model):
+    """The DiT's attention calls of one model call in order, as ((group, number), kind): FLUX's double
+    then single blocks, SD3's joint blocks (two calls where SD3.5 Medium adds an image-only attention),
+    Qwen-Image's and Z-Image's blocks each make one joint call; a Cosmos-Predict2 or Anima block makes
+    a self-attention call over the image, then a cross-attention call from the image to the text."""
     dit = model.model.diffusion_model
+    if hasattr(dit, "t_embedding_norm"):
+        return [(("block", i), kind) for i in range(len(dit.blocks)) for kind in ("self", "cross")]
+    return [(block, "joint") for block in _joint_blocks(dit)]
+
+
+def _joint_blocks(dit):
     if hasattr(dit, "txtfusion"):  # Krea 2: its text fusion attends over the text first
         fusion = dit.txtfusion
         return ([("text fusion", i) for i in range(len(fusion.layerwise_blocks) + len(fusion.refiner_blocks))]
@@ -328,7 +339,7 @@ def captured(node_id, family, model, inputs, attn="attn2", **sampling):
     else:
         patched = run_node(node_classes[node_id], model=base, **inputs)[0].clone()
         options = patched.model_options["transformer_options"]
-        recorder = OverrideRecorder(options.get("optimized_attention_override"), dit_blocks(base))
+        recorder = OverrideRecorder(options.get("optimized_attention_override"), dit_calls(base))
         options["optimized_attention_override"] = recorder
         calls = recorder.calls
     sample(patched, family, cfg=1.0, cond_tokens=TEXT_TOKENS, **sampling)  # sampling: steps, extra_conditioning
@@ -365,7 +376,7 @@ def oracle_output(expect, call, layer_input=None):
             reference = dict(x=layer_input["x"], w_v=layer_input["w_v"], b_v=layer_input["b_v"])
         return layout(oracle.circulation(q, k, v, expect.alpha, expect.beta, adaptive=expect.adaptive,
                                          adapt_beta=expect.adapt_beta, **reference))
-    text = None if "q" in call else q.shape[2] - IMAGE_TOKENS
+    text = None if "q" in call or call["kind"] == "cross" else q.shape[2] - IMAGE_TOKENS
     delta = oracle.guidance_delta(q, k, v, expect.rule(), expect.alpha, expect.strength, mask=mask_of(call),
                                   text_tokens=text, all_keys=expect.all_keys)
     return plain_of(call).double() + layout(delta)
@@ -383,7 +394,7 @@ def mask_of(call):
 
 def assert_text_rows_untouched(expect, call):
     """Guidance leaves the text queries of a joint call exactly as the plain attention gives them."""
-    if expect.method == "circulation" or "q" in call:
+    if expect.method == "circulation" or "q" in call or call["kind"] == "cross":
         return
     row_dim = 2 if call["kwargs"].get("skip_output_reshape", False) else 1
     text = call["output"].shape[row_dim] - IMAGE_TOKENS
@@ -416,7 +427,7 @@ def test_every_node_input_reaches_the_patch(node_classes, tiny_model, node_id, n
     assert calls, "no attention call was captured"
     effects, separations = [], []
     for index, call in enumerate(calls):
-        if not patched_by_default(node_id, call["block"]) or image_only(call):
+        if not patched_by_default(node_id, call["block"]) or not_for(expect, call):
             assert torch.equal(call["output"], plain_of(call)), f"call {index} {call['block']} is not patched by default"
             continue
         assert_text_rows_untouched(expect, call)
@@ -469,7 +480,7 @@ def check_calls(calls, expect, selected, window=None):
     patched = 0
     for index, call in enumerate(calls):
         inside = window is None or window[1] <= call["sigma"] <= window[0]
-        if not (selected(call["block"]) and inside) or image_only(call):
+        if not (selected(call["block"]) and inside) or not_for(expect, call):
             assert torch.equal(call["output"], plain_of(call)), f"call {index} {call['block']} sigma {call['sigma']:.3f} was patched"
             continue
         assert_text_rows_untouched(expect, call)
@@ -490,6 +501,8 @@ LAYER_CASES = [
     ("qwen_image", "joint 0", {("double", 0)}),
     ("z_image", "double 1", {("double", 1)}),
     ("krea2", "single 1", {("single", 1)}),
+    ("cosmos_predict2", "block 1", {("block", 1)}),
+    ("anima", "blocks 0", {("block", 0)}),
 ]
 
 
@@ -515,15 +528,17 @@ def test_start_and_end_percent_bound_the_steps_that_are_patched(node_classes, ti
     check_calls(calls, DEFAULTS[node_id], lambda block: patched_by_default(node_id, block), window)
 
 
-@pytest.mark.parametrize("family", ["sd15", "sdxl", "flux", "flux2", "chroma", "sd3", "qwen_image", "z_image", "krea2"])
+@pytest.mark.parametrize("family", ["sd15", "sdxl", "flux", "flux2", "chroma", "sd3", "qwen_image", "z_image", "krea2",
+                                    "cosmos_predict2", "anima"])
 @pytest.mark.parametrize("node_id", ["GAGAttentionGuidance", "AttentionCirculationControl"])
 def test_default_blocks_per_family(node_classes, tiny_model, node_id, family):
     """Empty `layers`: guidance patches every cross-attention block of a UNet but the middle one and
-    every joint block of a DiT; circulation patches every self-attention (UNet) or joint block."""
+    every joint block of a DiT, or every cross-attention where a DiT attends twice per block;
+    circulation patches every self-attention (UNet, or such a DiT) or joint block."""
     attn = "attn1" if node_id == "AttentionCirculationControl" else "attn2"
     model = tiny_model(family)
     calls = captured(node_id, family, (node_classes, model), {}, attn=attn, steps=1)
-    blocks = {key[:2] for key in unet_transformer_keys(model)} if family in ("sd15", "sdxl") else set(dit_blocks(model))
+    blocks = {key[:2] for key in unet_transformer_keys(model)} if family in ("sd15", "sdxl") else {block for block, _ in dit_calls(model)}
     assert {call["block"] for call in calls} == blocks
     check_calls(calls, DEFAULTS[node_id], lambda block: patched_by_default(node_id, block))
 
