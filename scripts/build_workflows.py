@@ -7,9 +7,12 @@ the files with no missing-node or type warnings: the slots (names, types, widget
 way frontend 1.3x saves them), the widget value order (with the "control after generate" value
 after seeds), the outputs. Nodes are laid out left to right by dependency depth. A workflow whose
 node types the server does not have is not written (the script says which and exits non-zero).
+Workflows of models that came with a newer ComfyUI (their spec names the version, as made_for)
+are built against that version's server; an older server leaves them out and says so.
 
     .venv/bin/python scripts/build_workflows.py                 # starts a test server itself
     .venv/bin/python scripts/build_workflows.py --url http://127.0.0.1:8188 sd15_gag
+    .venv-comfyui-0.33/bin/python scripts/build_workflows.py z_image_turbo_gag   # a 0.33 server
 """
 import argparse
 import dataclasses
@@ -30,9 +33,10 @@ import ui_workflow  # noqa: E402
 PACK_ID = tomllib.loads((PACK_DIR / "pyproject.toml").read_text())["project"]["name"]
 PACK_VERSION = tomllib.loads((PACK_DIR / "pyproject.toml").read_text())["project"]["version"]
 
-# Model files as ComfyUI's own templates name them (comfyui-workflow-templates 0.7.25; the
-# template each name comes from is given), with the folder under ComfyUI/models/ and the download
-# the template links. The frontend offers these downloads when a file is missing.
+# Model files as ComfyUI's own templates name them (comfyui-workflow-templates 0.7.25, and 0.11.44
+# for the models that came later; the template each name comes from is given), with the folder
+# under ComfyUI/models/ and the download the template links. The frontend offers these downloads
+# when a file is missing.
 MODELS = {
     # default.json
     "v1-5-pruned-emaonly-fp16.safetensors": ("checkpoints", "https://huggingface.co/Comfy-Org/stable-diffusion-v1-5-archive/resolve/main/v1-5-pruned-emaonly-fp16.safetensors?download=true"),
@@ -58,6 +62,20 @@ MODELS = {
     "qwen_image_fp8_e4m3fn.safetensors": ("diffusion_models", "https://huggingface.co/Comfy-Org/Qwen-Image_ComfyUI/resolve/main/split_files/diffusion_models/qwen_image_fp8_e4m3fn.safetensors"),
     "qwen_2.5_vl_7b_fp8_scaled.safetensors": ("text_encoders", "https://huggingface.co/Comfy-Org/Qwen-Image_ComfyUI/resolve/main/split_files/text_encoders/qwen_2.5_vl_7b_fp8_scaled.safetensors"),
     "qwen_image_vae.safetensors": ("vae", "https://huggingface.co/Comfy-Org/Qwen-Image_ComfyUI/resolve/main/split_files/vae/qwen_image_vae.safetensors"),
+    # image_qwen_image_edit.json (with Qwen-Image's text encoder and VAE)
+    "qwen_image_edit_fp8_e4m3fn.safetensors": ("diffusion_models", "https://huggingface.co/Comfy-Org/Qwen-Image-Edit_ComfyUI/resolve/main/split_files/diffusion_models/qwen_image_edit_fp8_e4m3fn.safetensors"),
+    # image_z_image_turbo.json (its VAE is FLUX.1's ae.safetensors). The FLUX.2 Klein templates use
+    # the same text encoder file, linked from their own repository.
+    "z_image_turbo_bf16.safetensors": ("diffusion_models", "https://huggingface.co/Comfy-Org/z_image_turbo/resolve/main/split_files/diffusion_models/z_image_turbo_bf16.safetensors"),
+    "qwen_3_4b.safetensors": ("text_encoders", "https://huggingface.co/Comfy-Org/z_image_turbo/resolve/main/split_files/text_encoders/qwen_3_4b.safetensors"),
+    # image_krea2_turbo_t2i.json (its VAE is Qwen-Image's qwen_image_vae.safetensors)
+    "krea2_turbo_fp8_scaled.safetensors": ("diffusion_models", "https://huggingface.co/Comfy-Org/Krea-2/resolve/main/diffusion_models/krea2_turbo_fp8_scaled.safetensors"),
+    "qwen3vl_4b_fp8_scaled.safetensors": ("text_encoders", "https://huggingface.co/Comfy-Org/Krea-2/resolve/main/text_encoders/qwen3vl_4b_fp8_scaled.safetensors"),
+    # image_flux2_klein_text_to_image.json, its distilled 4B variant (VAE: flux2-vae.safetensors)
+    "flux-2-klein-4b.safetensors": ("diffusion_models", "https://huggingface.co/Comfy-Org/flux2-klein/resolve/main/split_files/diffusion_models/flux-2-klein-4b.safetensors"),
+    # image_chroma_text_to_image.json (VAE: ae.safetensors)
+    "Chroma1-HD-fp8mixed.safetensors": ("diffusion_models", "https://huggingface.co/Comfy-Org/Chroma1-HD_repackaged/resolve/main/split_files/diffusion_models/Chroma1-HD-fp8mixed.safetensors"),
+    "t5xxl_fp8_e4m3fn_scaled.safetensors": ("text_encoders", "https://huggingface.co/comfyanonymous/flux_text_encoders/resolve/main/t5xxl_fp8_e4m3fn_scaled.safetensors"),
 }
 
 
@@ -169,10 +187,15 @@ def flux1_graph(unet, steps, guidance, prefix):
 
 
 WORKFLOWS = {}
+MADE_FOR = {}  # workflow -> the oldest ComfyUI version whose server it is built against
+# The version whose templates the Z-Image, Krea 2, FLUX.2 Klein, Chroma1-HD and Qwen-Image-Edit
+# workflows follow.
+NEWER_COMFYUI = (0, 33, 0)
 
 
-def workflow(name, notes, nodes):
+def workflow(name, notes, nodes, made_for=(0, 3, 75)):
     WORKFLOWS[name] = {**{f"note{i}": n for i, n in enumerate(notes)}, **nodes}
+    MADE_FOR[name] = made_for
 
 
 workflow("sd15_gag", [
@@ -310,6 +333,136 @@ workflow("qwen_image_gag", [
                     {"model": "gag", "positive": "positive", "negative": "negative", "latent_image": "latent"}),
     **decode_and_save("sampler", "vae", "gag/qwen_image"),
 })
+
+workflow("z_image_turbo_gag", [
+    note(models_section("z_image_turbo_bf16.safetensors", "qwen_3_4b.safetensors", "ae.safetensors"), "Models"),
+    note("## Settings\nZ-Image-Turbo as ComfyUI's Z-Image-Turbo template: 1024x1024, **8 steps, CFG 1** (the "
+         "negative is zeroed out), res_multistep / simple, ModelSamplingAuraFlow shift 3. Keep GAG **after** "
+         "ModelSamplingAuraFlow, so that its start/end percent are read on the shifted schedule. Needs ComfyUI "
+         "0.33 or later: GAG patches Z-Image from that version on.\n\n"
+         "GAG needs no CFG, so it still makes the image follow the prompt more closely.\n\n" + GAG_SETTINGS,
+         "Settings"),
+], {
+    "unet": Node("UNETLoader", {"unet_name": "z_image_turbo_bf16.safetensors"}),
+    "clip": Node("CLIPLoader", {"clip_name": "qwen_3_4b.safetensors", "type": "lumina2"}),
+    "vae": Node("VAELoader", {"vae_name": "ae.safetensors"}),
+    "shift": Node("ModelSamplingAuraFlow", {"shift": 3.0}, {"model": "unet"}),
+    "gag": Node("GAGAttentionGuidance", links={"model": "shift"}),
+    "positive": Node("CLIPTextEncode", {"text": POSITIVE}, {"clip": "clip"},
+                     title="CLIP Text Encode (Positive Prompt)", color="positive", size=PROMPT_SIZE),
+    "negative": Node("ConditioningZeroOut", links={"conditioning": "positive"}),
+    "latent": Node("EmptySD3LatentImage", {"width": 1024, "height": 1024}),
+    "sampler": Node("KSampler", {"seed": SEED, "steps": 8, "cfg": 1.0, "sampler_name": "res_multistep",
+                                 "scheduler": "simple"},
+                    {"model": "gag", "positive": "positive", "negative": "negative", "latent_image": "latent"}),
+    **decode_and_save("sampler", "vae", "gag/z_image_turbo"),
+}, made_for=NEWER_COMFYUI)
+
+workflow("krea2_turbo_gag", [
+    note(models_section("krea2_turbo_fp8_scaled.safetensors", "qwen3vl_4b_fp8_scaled.safetensors",
+                        "qwen_image_vae.safetensors"), "Models"),
+    note("## Settings\nKrea 2 Turbo as ComfyUI's Krea 2 Turbo template: 1024x1024, **8 steps, CFG 1** (the "
+         "negative is zeroed out), euler / simple. Needs ComfyUI 0.33 or later: GAG patches Krea 2 from that "
+         "version on.\n\n"
+         "GAG needs no CFG, so it still makes the image follow the prompt more closely.\n\n" + GAG_SETTINGS,
+         "Settings"),
+], {
+    "unet": Node("UNETLoader", {"unet_name": "krea2_turbo_fp8_scaled.safetensors"}),
+    "clip": Node("CLIPLoader", {"clip_name": "qwen3vl_4b_fp8_scaled.safetensors", "type": "krea2"}),
+    "vae": Node("VAELoader", {"vae_name": "qwen_image_vae.safetensors"}),
+    "gag": Node("GAGAttentionGuidance", links={"model": "unet"}),
+    "positive": Node("CLIPTextEncode", {"text": POSITIVE}, {"clip": "clip"},
+                     title="CLIP Text Encode (Positive Prompt)", color="positive", size=PROMPT_SIZE),
+    "negative": Node("ConditioningZeroOut", links={"conditioning": "positive"}),
+    "latent": Node("EmptyLatentImage", {"width": 1024, "height": 1024}),
+    "sampler": Node("KSampler", {"seed": SEED, "steps": 8, "cfg": 1.0, "sampler_name": "euler", "scheduler": "simple"},
+                    {"model": "gag", "positive": "positive", "negative": "negative", "latent_image": "latent"}),
+    **decode_and_save("sampler", "vae", "gag/krea2_turbo"),
+}, made_for=NEWER_COMFYUI)
+
+workflow("flux2_klein_gag", [
+    note(models_section("flux-2-klein-4b.safetensors", "qwen_3_4b.safetensors", "flux2-vae.safetensors"), "Models"),
+    note("## Settings\nFLUX.2 Klein 4B (distilled) as ComfyUI's FLUX.2 Klein template: **4 steps, CFG 1** "
+         "(CFGGuider; the negative is zeroed out), euler, Flux2Scheduler, 1024x1024. **Flux2Scheduler's width "
+         "and height must match the latent's.** Loading Klein needs a ComfyUI recent enough to offer its "
+         "template.\n\n"
+         "GAG needs no CFG, so it still makes the image follow the prompt more closely.\n\n" + GAG_SETTINGS,
+         "Settings"),
+], {
+    "unet": Node("UNETLoader", {"unet_name": "flux-2-klein-4b.safetensors"}),
+    "clip": Node("CLIPLoader", {"clip_name": "qwen_3_4b.safetensors", "type": "flux2"}),
+    "vae": Node("VAELoader", {"vae_name": "flux2-vae.safetensors"}),
+    "gag": Node("GAGAttentionGuidance", links={"model": "unet"}),
+    "positive": Node("CLIPTextEncode", {"text": POSITIVE}, {"clip": "clip"},
+                     title="CLIP Text Encode (Positive Prompt)", color="positive", size=PROMPT_SIZE),
+    "negative": Node("ConditioningZeroOut", links={"conditioning": "positive"}),
+    "guider": Node("CFGGuider", {"cfg": 1.0}, {"model": "gag", "positive": "positive", "negative": "negative"}),
+    "noise": Node("RandomNoise", {"noise_seed": SEED}),
+    "sampler_select": Node("KSamplerSelect", {"sampler_name": "euler"}),
+    "scheduler": Node("Flux2Scheduler", {"steps": 4, "width": 1024, "height": 1024}),
+    "latent": Node("EmptyFlux2LatentImage", {"width": 1024, "height": 1024}),
+    "sampler": Node("SamplerCustomAdvanced", links={
+        "noise": "noise", "guider": "guider", "sampler": "sampler_select", "sigmas": "scheduler",
+        "latent_image": "latent"}),
+    **decode_and_save(("sampler", "output"), "vae", "gag/flux2_klein"),
+}, made_for=NEWER_COMFYUI)
+
+EDIT_PROMPT = "Turn the scene into a watercolor painting; keep the composition and every subject as they are."
+
+workflow("qwen_image_edit_gag", [
+    note(models_section("qwen_image_edit_fp8_e4m3fn.safetensors", "qwen_2.5_vl_7b_fp8_scaled.safetensors",
+                        "qwen_image_vae.safetensors"), "Models"),
+    note("## Settings\nQwen-Image-Edit as ComfyUI's Qwen-Image-Edit template: the input image scaled to 1 "
+         "megapixel feeds the edit prompt's text encoder (which reads it and passes it on as a reference) and "
+         "the starting latent; 20 steps, CFG 2.5, euler / simple, ModelSamplingAuraFlow shift 3, CFGNorm 1. "
+         "Load your own image in **Load Image** (ComfyUI's example.png is preset). Keep GAG **after** "
+         "ModelSamplingAuraFlow, so that its start/end percent are read on the shifted schedule.\n\n"
+         + GAG_SETTINGS, "Settings"),
+], {
+    "unet": Node("UNETLoader", {"unet_name": "qwen_image_edit_fp8_e4m3fn.safetensors"}),
+    "clip": Node("CLIPLoader", {"clip_name": "qwen_2.5_vl_7b_fp8_scaled.safetensors", "type": "qwen_image"}),
+    "vae": Node("VAELoader", {"vae_name": "qwen_image_vae.safetensors"}),
+    "shift": Node("ModelSamplingAuraFlow", {"shift": 3.0}, {"model": "unet"}),
+    "gag": Node("GAGAttentionGuidance", links={"model": "shift"}),
+    "cfg_norm": Node("CFGNorm", {"strength": 1.0}, {"model": "gag"}),
+    "image": Node("LoadImage", {"image": "example.png"}),
+    "scale": Node("ImageScaleToTotalPixels", {"upscale_method": "lanczos", "megapixels": 1.0}, {"image": "image"}),
+    "positive": Node("TextEncodeQwenImageEdit", {"prompt": EDIT_PROMPT},
+                     {"clip": "clip", "vae": "vae", "image": "scale"},
+                     title="Text Encode Qwen Image Edit (Positive Prompt)", color="positive", size=PROMPT_SIZE),
+    "negative": Node("TextEncodeQwenImageEdit", {"prompt": ""}, {"clip": "clip", "vae": "vae", "image": "scale"},
+                     title="Text Encode Qwen Image Edit (Negative Prompt)", color="negative", size=PROMPT_SIZE),
+    "encode": Node("VAEEncode", links={"pixels": "scale", "vae": "vae"}),
+    "sampler": Node("KSampler", {"seed": SEED, "steps": 20, "cfg": 2.5, "sampler_name": "euler", "scheduler": "simple"},
+                    {"model": "cfg_norm", "positive": "positive", "negative": "negative", "latent_image": "encode"}),
+    **decode_and_save("sampler", "vae", "gag/qwen_image_edit"),
+}, made_for=NEWER_COMFYUI)
+
+workflow("chroma_gag", [
+    note(models_section("Chroma1-HD-fp8mixed.safetensors", "t5xxl_fp8_e4m3fn_scaled.safetensors", "ae.safetensors"),
+         "Models"),
+    note("## Settings\nChroma1-HD as ComfyUI's Chroma template: 1024x1024, 26 steps, CFG 3.5 (CFGGuider, with a "
+         "negative prompt), euler, BasicScheduler beta, ModelSamplingAuraFlow shift 1, T5 without padding "
+         "(T5TokenizerOptions 0 / 0). Keep GAG **after** ModelSamplingAuraFlow, so that its start/end percent "
+         "are read on the shifted schedule.\n\n" + GAG_SETTINGS, "Settings"),
+], {
+    "unet": Node("UNETLoader", {"unet_name": "Chroma1-HD-fp8mixed.safetensors"}),
+    "clip": Node("CLIPLoader", {"clip_name": "t5xxl_fp8_e4m3fn_scaled.safetensors", "type": "chroma"}),
+    "vae": Node("VAELoader", {"vae_name": "ae.safetensors"}),
+    "shift": Node("ModelSamplingAuraFlow", {"shift": 1.0}, {"model": "unet"}),
+    "gag": Node("GAGAttentionGuidance", links={"model": "shift"}),
+    "tokenizer": Node("T5TokenizerOptions", {"min_padding": 0, "min_length": 0}, {"clip": "clip"}),
+    **prompt_pair("tokenizer"),
+    "guider": Node("CFGGuider", {"cfg": 3.5}, {"model": "gag", "positive": "positive", "negative": "negative"}),
+    "noise": Node("RandomNoise", {"noise_seed": SEED}),
+    "sampler_select": Node("KSamplerSelect", {"sampler_name": "euler"}),
+    "scheduler": Node("BasicScheduler", {"scheduler": "beta", "steps": 26, "denoise": 1.0}, {"model": "gag"}),
+    "latent": Node("EmptySD3LatentImage", {"width": 1024, "height": 1024}),
+    "sampler": Node("SamplerCustomAdvanced", links={
+        "noise": "noise", "guider": "guider", "sampler": "sampler_select", "sigmas": "scheduler",
+        "latent_image": "latent"}),
+    **decode_and_save(("sampler", "output"), "vae", "gag/chroma"),
+}, made_for=NEWER_COMFYUI)
 
 
 def comparison_branch(key, model, prefix):
@@ -457,6 +610,10 @@ def build(name, specs, object_info, core_version):
                 values.append(spec.widgets[name_] if name_ in spec.widgets else _default(key, spec, name_, kind, options))
                 if has_control:
                     values.append("fixed")  # examples are reproducible; the user can switch to randomize
+            for name_, _ in ui_workflow.widget_inputs(info):
+                if ui_workflow.input_spec(info, name_)[1].get(ui_workflow.UPLOAD_OPTION):
+                    node["inputs"].append(_slot("upload", ui_workflow.UPLOAD_SLOT_TYPE, False, widget=True))
+                    values.append(ui_workflow.UPLOAD_VALUE)
             unknown = set(spec.widgets) - {n for n, _ in ui_workflow.widget_inputs(info)}
             if unknown:
                 raise SpecError(f"{key}: {spec.type} has no widget {sorted(unknown)}")
@@ -591,8 +748,13 @@ def main():
         if server is not None:
             server.stop()
     WORKFLOWS_DIR.mkdir(exist_ok=True)
+    server_version = tuple(int(part) for part in core_version.split(".")[:3])
     failed = []
     for name in args.names or WORKFLOWS:
+        if MADE_FOR[name] > server_version:
+            print(f"{name}: left out: made for ComfyUI {'.'.join(map(str, MADE_FOR[name]))}, the server runs "
+                  f"{core_version}", file=sys.stderr)
+            continue
         try:
             built = build(name, WORKFLOWS[name], object_info, core_version)
         except SpecError as error:

@@ -26,6 +26,12 @@ MUTED, BYPASSED = 2, 4
 FILE_INPUTS = {"ckpt_name", "unet_name", "clip_name", "clip_name1", "clip_name2", "clip_name3", "clip_name4",
                "vae_name", "lora_name"}
 MODEL_FILE_SUFFIXES = (".safetensors", ".sft")
+# Inputs with this option list the images in the server's input folder, which differ per install.
+# The frontend gives them an upload button, a widget of its own that it saves after the inputs'
+# widgets: an input slot of UPLOAD_SLOT_TYPE and the value UPLOAD_VALUE.
+UPLOAD_OPTION = "image_upload"
+UPLOAD_SLOT_TYPE, UPLOAD_VALUE = "IMAGEUPLOAD", "image"
+IMAGE_FILE_SUFFIXES = (".png", ".jpg", ".jpeg", ".webp")
 
 
 def input_spec(node_info, name):
@@ -170,6 +176,10 @@ def _check_value(where, name, value, kind, options):
         if not (isinstance(value, str) and value.endswith(MODEL_FILE_SUFFIXES)):
             return [f"{where}: {name}={value!r} is not a model file name"]
         return []
+    if options.get(UPLOAD_OPTION):
+        if not (isinstance(value, str) and value.lower().endswith(IMAGE_FILE_SUFFIXES)):
+            return [f"{where}: {name}={value!r} is not an image file name"]
+        return []
     choices = combo_choices(kind, options)
     if choices is not None:
         return [] if value in choices else [f"{where}: {name}={value!r} is not one of {choices}"]
@@ -212,7 +222,7 @@ def check(workflow, object_info):
         widgets = dict(widget_inputs(info))
         for slot in node.get("inputs", []):
             name = slot["name"]
-            if name not in sockets and name not in widgets:
+            if name not in sockets and name not in widgets and slot.get("type") != UPLOAD_SLOT_TYPE:
                 problems.append(f"{where}: input {name!r} does not exist on the server")
         values = node.get("widgets_values") or []
         stored = sum(2 if control else 1 for control in widgets.values())
@@ -242,3 +252,31 @@ def check(workflow, object_info):
             if slot.get("link") != link_id:
                 problems.append(f"{where}: the target input {slot['name']!r} does not point back at it")
     return problems
+
+
+def parse_version(text):
+    """"0.3.75" -> (0, 3, 75)."""
+    return tuple(int(part) for part in text.split(".")[:3])
+
+
+def saved_on(workflow):
+    """The ComfyUI version a workflow was saved with: the newest "ver" of its core nodes, as a
+    tuple ((0,) when no node says)."""
+    versions = [parse_version(node["properties"]["ver"]) for node in workflow["nodes"]
+                if (node.get("properties") or {}).get("cnr_id") == "comfy-core" and "ver" in node["properties"]]
+    return max(versions, default=(0,))
+
+
+def unusable_on_older_server(workflow, object_info, server_version):
+    """Why a workflow saved on a newer ComfyUI than ``server_version`` cannot be used on this server
+    (the first problem check() finds), or None: it was saved on this version
+    or an older one, or it checks out here all the same."""
+    made_on = saved_on(workflow)
+    if made_on <= tuple(server_version):
+        return None
+    problems = check(workflow, object_info)
+    if not problems:
+        return None
+    versions = ".".join(map(str, made_on)), ".".join(map(str, server_version))
+    more = f" (and {len(problems) - 1} more)" if len(problems) > 1 else ""
+    return f"saved on ComfyUI {versions[0]} and uses what ComfyUI {versions[1]} lacks: {problems[0]}{more}"
