@@ -78,6 +78,15 @@ EXPLAINED = [
     ("patch_circulation", "logger.info(", "prose: a log line's text"),
     ("patch_circulation", "if path ", "prose: whether the info line on joint-attention models is logged"),
     ("patch_circulation", "model_layout(model, ", "prose: the node name a refusal's log line names"),
+    ("_reinstall_overrides", ", (", "equivalent: only install adds this callback, and it sets the pack's overrides "
+     "in the same options, so the default is never read"),
+    ("_reinstall_overrides", "", "killed outside the run: the run's ComfyUI 0.3.75 has no backend choice "
+     "(ModelPatcher.set_model_optimized_attention), so this returns at its first check there; on 0.33 the "
+     "ModelAttentionBackend tests of tests/integration/test_combinations.py fail on every other mutant of it "
+     "(each applied by hand on 2026-12-01)"),
+    ("_is_backend_choice", "", "killed outside the run: always false on the run's ComfyUI 0.3.75, which has no "
+     "backend choice; on 0.33 the ModelAttentionBackend tests of tests/integration/test_combinations.py fail on "
+     "every mutant of it (each applied by hand on 2026-12-01)"),
     ("joint_guidance_delta", "mask.shape[", "equivalent: the pack hands gag_core 4-D masks (nodes.patching._mask_4d), "
      "whose axis 2 is axis -2"),
     ("joint_guidance_delta", "max_score_elements=", "performance only: the chunk size bounds the memory of the "
