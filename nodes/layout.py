@@ -30,8 +30,9 @@ class DitStructure:
 
     ``separate_attention``: for DiTs whose blocks attend in two calls, image self-attention and a
     separate image-to-text cross-attention, instead of one joint call: (kind, path) pairs, kind
-    "self" or "cross", path the attention function's attribute inside a block. Their calls carry
-    no block type, so the pack tags each one with its block and kind through that attribute."""
+    "self" or "cross", path the attribute inside a block of a callable that takes the call's
+    transformer_options as a keyword (the attention function, or the attention module's forward).
+    Their calls do not tell their kind, so the pack tags each one with it and its block there."""
 
     families: str
     marks: tuple
@@ -55,6 +56,10 @@ DIT_STRUCTURES = (
     # Anima is Cosmos-Predict2's DiT with a text adapter that runs before it (on the conditioning).
     DitStructure("Anima, Cosmos-Predict2", ("blocks", "x_embedder", "t_embedding_norm"), (("block", "blocks"),),
                  separate_attention=(("self", "self_attn.attn_op"), ("cross", "cross_attn.attn_op"))),
+    # Its text-encoder blocks attend over the text alone before the visual blocks and are left alone.
+    DitStructure("Kandinsky 5", ("visual_transformer_blocks", "text_transformer_blocks"),
+                 (("block", "visual_transformer_blocks"),),
+                 separate_attention=(("self", "self_attention.forward"), ("cross", "cross_attention.forward"))),
 )
 
 

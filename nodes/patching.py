@@ -195,8 +195,8 @@ class SharedOnCopy:
 
 
 class DitAttentionOverride(SharedOnCopy):
-    """The attention override for DiT attention: joint calls, and the separate self-attention
-    (``kind`` "self") or cross-attention (``kind`` "cross") calls of DiTs that make two.
+    """The attention override for DiT attention: the joint calls (``kind`` "joint"), or the separate
+    self-attention ("self") or cross-attention ("cross") calls of DiTs that make two.
 
     ``patch`` is either a "post" patch, ``patch.apply(call, output, row_logsumexp, output_is_plain)
     -> output`` rewriting the output of selected calls (GAG), or a "replace" patch, ``patch.attention(call) ->
@@ -257,7 +257,7 @@ class DitAttentionOverride(SharedOnCopy):
         options = kwargs.get("transformer_options") or {}
         info = options.get(CALL_INFO_KEY)
         kind, block = options.get(SITE_KEY) or ("joint", (options.get("block_type"), options.get("block_index")))
-        if info is None or block[0] is None or kind not in ("joint", self.kind):
+        if info is None or block[0] is None or kind != self.kind:
             return None
         if block not in self.selection or not self.window.contains(info.sigma):
             return None
@@ -446,6 +446,8 @@ def install(model, layout, patch, selection, window, unet_attention="attn2"):
                 replace = UnetAttentionReplace(patch, kind, window, existing.get(key))
                 patched.set_model_patch_replace(replace, unet_attention, *key)
         return patched
+    # A DiT that attends separately may still set a block type (Kandinsky 5): only tagged calls are its.
+    kind = kind if layout.structure.separate_attention else "joint"
     override = DitAttentionOverride(patch, selection, window, options.get("optimized_attention_override"), kind)
     options["optimized_attention_override"] = override
     options[OVERRIDES_KEY] = options.get(OVERRIDES_KEY, ()) + (override,)

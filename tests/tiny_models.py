@@ -12,7 +12,7 @@ import torch
 FAMILIES = ("sd15", "sdxl", "sd3", "flux", "flux2", "qwen_image")
 # Families the pack patches from a ComfyUI version on: the oldest tree whose model tells its
 # attention calls what the pack needs, or that has the model at all.
-NEWER_FAMILIES = {"z_image": (0, 33, 0), "krea2": (0, 33, 0), "anima": (0, 33, 0)}
+NEWER_FAMILIES = {"z_image": (0, 33, 0), "krea2": (0, 33, 0), "anima": (0, 33, 0), "kandinsky5": (0, 33, 0)}
 # Every family the integration tests run (the fixture skips those a tree cannot patch).
 ALL_FAMILIES = FAMILIES + ("chroma", "cosmos_predict2") + tuple(NEWER_FAMILIES)
 
@@ -152,6 +152,18 @@ SPECS = {
             rope_t_extrapolation_ratio=1.0, extra_per_block_abs_pos_emb=False,
         ),
         (16, 1, 16, 16), 1024, 0,
+    ),
+    # Kandinsky 5 Image (ComfyUI 0.33): text-encoder blocks over the text, then visual blocks with
+    # self-attention and cross-attention to the text, all told block type "double"; Qwen2.5-VL text
+    # and a CLIP-L pooled vector of the real widths.
+    "kandinsky5": FamilySpec(
+        "Kandinsky5Image",
+        dict(
+            image_model="kandinsky5", in_visual_dim=16, out_visual_dim=16, in_text_dim=3584, in_text_dim2=768,
+            time_dim=64, model_dim=64, ff_dim=128, visual_embed_dim=64, patch_size=(1, 2, 2), num_text_blocks=1,
+            num_visual_blocks=2, axes_dims=(8, 12, 12),
+        ),
+        (16, 16, 16), 3584, 768,
     ),
     # A family the pack does not patch (video DiT with separate cross-attention), for the tests of
     # how unsupported models are handled.

@@ -21,6 +21,7 @@ EXPECTED_BLOCKS = {
     "krea2": "single 0-1",
     "cosmos_predict2": "block 0-1",
     "anima": "block 0-1",
+    "kandinsky5": "block 0-1",
 }
 
 

@@ -69,7 +69,7 @@ DEFAULTS = {
 # (node, input, value, the oracle's settings for it, families): each input of each node, away from its default.
 INPUT_CASES = [
     ("GAGAttentionGuidance", "scale", 3.0, dict(scale=3.0), ("sd15", "flux", "z_image", "krea2", "cosmos_predict2")),
-    ("GAGAttentionGuidanceAdvanced", "scale", 4.0, dict(scale=4.0), ("sd15", "flux")),
+    ("GAGAttentionGuidanceAdvanced", "scale", 4.0, dict(scale=4.0), ("sd15", "flux", "kandinsky5")),
     ("GAGAttentionGuidanceAdvanced", "strength", 0.6, dict(strength=0.6), ("sd15", "flux")),
     ("GAGAttentionGuidanceAdvanced", "eta", 0.3, dict(eta=0.3), ("sd15", "flux")),
     ("GAGAttentionGuidanceAdvanced", "zeta", 0.5, dict(zeta=0.5), ("sd15", "flux")),
@@ -78,7 +78,7 @@ INPUT_CASES = [
     ("GAGAttentionGuidanceAdvanced", "cap", "absolute", dict(cap="absolute"), ("sd15", "flux")),
     ("PLADISAttentionGuidance", "scale", 1.7, dict(scale=1.7), ("sd15", "flux", "z_image", "krea2", "anima")),
     ("PLADISAttentionGuidance", "alpha", 2.0, dict(alpha=2.0), ("sd15", "flux")),
-    ("AttentionCirculationControl", "alpha", 1.3, dict(alpha=1.3), ("sd15", "flux")),
+    ("AttentionCirculationControl", "alpha", 1.3, dict(alpha=1.3), ("sd15", "flux", "kandinsky5")),
     ("AttentionCirculationControl", "beta", 1.5, dict(beta=1.5), ("sd15", "flux", "z_image", "krea2", "cosmos_predict2")),
     ("AttentionCirculationControlAdvanced", "alpha", 1.3, dict(alpha=1.3), ("sd15",)),
     ("AttentionCirculationControlAdvanced", "beta", 1.5, dict(beta=1.5), ("sd15",)),
@@ -93,11 +93,12 @@ GUIDANCE_NODES = {"GAGAttentionGuidance", "GAGAttentionGuidanceAdvanced", "PLADI
 
 def patched_by_default(node_id, block):
     """UNet guidance leaves the middle block alone (PLADIS' choice); Z-Image's text-only and image-only
-    refiners and Krea 2's text fusion have no text and image to relate; every other block is patched."""
+    refiners, Krea 2's text fusion and Kandinsky 5's text encoder have no text and image to relate;
+    every other block is patched."""
     return not (node_id in GUIDANCE_NODES and block[0] == "middle") and block[0] not in TEXT_OR_IMAGE_ONLY
 
 
-TEXT_OR_IMAGE_ONLY = {"context refiner", "noise refiner", "text fusion"}
+TEXT_OR_IMAGE_ONLY = {"context refiner", "noise refiner", "text fusion", "text encoder"}
 
 
 def not_for(expect, call):
@@ -139,7 +140,8 @@ def test_the_plot_node_runs_even_with_nothing_after_it(node_classes):
 
 @pytest.mark.skipif(not README.exists(), reason="this copy of the pack has no README.md (the mutation run's)")
 def test_display_names_are_the_ones_the_readme_lists(node_classes):
-    listed = set(re.findall(r"^\| ([A-Z][^|]*?) \| ", README.read_text(), re.M)) - {"node", "workflow", "ComfyUI"}
+    nodes_section = README.read_text().split("\n## Nodes\n", 1)[1].split("\n## ", 1)[0]
+    listed = set(re.findall(r"^\| ([A-Z][^|]*?) \| ", nodes_section, re.M))
     assert {schema.display_name for _, schema in schemas(node_classes)} == listed
 
 
@@ -297,11 +299,15 @@ def unet_transformer_keys(model):
 def dit_calls(model):
     """The DiT's attention calls of one model call in order, as ((group, number), kind): FLUX's double
     then single blocks, SD3's joint blocks (two calls where SD3.5 Medium adds an image-only attention),
-    Qwen-Image's and Z-Image's blocks each make one joint call; a Cosmos-Predict2 or Anima block makes
-    a self-attention call over the image, then a cross-attention call from the image to the text."""
+    Qwen-Image's and Z-Image's blocks each make one joint call; a Cosmos-Predict2, Anima or Kandinsky 5
+    block makes a self-attention call over the image, then a cross-attention call from the image to
+    the text (Kandinsky 5 after its text-encoder blocks' calls over the text alone)."""
     dit = model.model.diffusion_model
     if hasattr(dit, "t_embedding_norm"):
         return [(("block", i), kind) for i in range(len(dit.blocks)) for kind in ("self", "cross")]
+    if hasattr(dit, "visual_transformer_blocks"):  # Kandinsky 5: its text-encoder blocks attend over the text first
+        return ([(("text encoder", i), "joint") for i in range(len(dit.text_transformer_blocks))]
+                + [(("block", i), kind) for i in range(len(dit.visual_transformer_blocks)) for kind in ("self", "cross")])
     return [(block, "joint") for block in _joint_blocks(dit)]
 
 
@@ -503,6 +509,7 @@ LAYER_CASES = [
     ("krea2", "single 1", {("single", 1)}),
     ("cosmos_predict2", "block 1", {("block", 1)}),
     ("anima", "blocks 0", {("block", 0)}),
+    ("kandinsky5", "block 1", {("block", 1)}),
 ]
 
 
@@ -529,7 +536,7 @@ def test_start_and_end_percent_bound_the_steps_that_are_patched(node_classes, ti
 
 
 @pytest.mark.parametrize("family", ["sd15", "sdxl", "flux", "flux2", "chroma", "sd3", "qwen_image", "z_image", "krea2",
-                                    "cosmos_predict2", "anima"])
+                                    "cosmos_predict2", "anima", "kandinsky5"])
 @pytest.mark.parametrize("node_id", ["GAGAttentionGuidance", "AttentionCirculationControl"])
 def test_default_blocks_per_family(node_classes, tiny_model, node_id, family):
     """Empty `layers`: guidance patches every cross-attention block of a UNet but the middle one and
