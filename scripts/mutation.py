@@ -87,6 +87,10 @@ EXPLAINED = [
     ("_is_backend_choice", "", "killed outside the run: always false on the run's ComfyUI 0.3.75, which has no "
      "backend choice; on 0.33 the ModelAttentionBackend tests of tests/integration/test_combinations.py fail on "
      "every mutant of it (each applied by hand on 2026-12-01)"),
+    ("_split_heads", "scale != dim_head", "performance only: folding the default scale into q multiplies it by "
+     "scale x sqrt(D) = 1; the check saves that pass"),
+    ("_joint_call", '"joint"', "equivalent: the rules tell a call's kind only from \"cross\" and \"self\", so any "
+     "other name is a joint call"),
     ("joint_guidance_delta", "mask.shape[", "equivalent: the pack hands gag_core 4-D masks (nodes.patching._mask_4d), "
      "whose axis 2 is axis -2"),
     ("joint_guidance_delta", "max_score_elements=", "performance only: the chunk size bounds the memory of the "

@@ -14,7 +14,7 @@ import torch
 import comfy_env
 from pack_testing import PACK_MODULE, run_node
 
-HEADS, DIM, TEXT, IMAGE = 2, 16, 6, 10
+HEADS, DIM, TEXT, IMAGE = 2, 16, 6, 12  # 18 tokens: a token count read as the head size would show
 NODES = {
     "GAG": ("GAGAttentionGuidanceAdvanced", dict(eta=float("inf"), cap="absolute")),
     "PLADIS": ("PLADISAttentionGuidance", dict(scale=2.0)),
@@ -167,6 +167,27 @@ def test_additive_padding_mask_with_finfo_max_equals_removing_the_padded_keys(pa
     assert torch.isfinite(masked).all()
     tolerance = dict(rtol=1e-5, atol=1e-5) if name != "circulation" else dict(rtol=1e-4, atol=1e-4)
     torch.testing.assert_close(masked[:, TEXT:], removed[:, TEXT - len(padded):], **tolerance)
+
+
+@pytest.mark.parametrize("text_tokens", [0, 1, 2, TEXT + IMAGE], ids=["no text", "1 text token", "2 text tokens", "text only"])
+def test_a_joint_call_is_patched_only_where_it_has_text_and_image(patched_flux, text_tokens):
+    """A call with no text, or no image, has nothing to relate and gets exactly what the chain below
+    the pack returns; one text token is a joint call, which circulation changes, while guidance adds
+    nothing there (over a single key, entmax and softmax agree); from two on, every node changes it."""
+    name, model = patched_flux
+    q, k, v = qkv(seed=10)
+    options = joint_options(model)
+    options[patching().CALL_INFO_KEY] = patching().CallInfo(sigma=options[patching().CALL_INFO_KEY].sigma,
+                                                            text_tokens=text_tokens)
+    override = model.model_options["transformer_options"]["optimized_attention_override"]
+    plain = getattr(attention.attention_pytorch, "__wrapped__", attention.attention_pytorch)
+    below = plain(q, k, v, HEADS, skip_reshape=True)
+    output = override(lambda *args, **kwargs: below, q, k, v, HEADS, skip_reshape=True, transformer_options=options)
+    if text_tokens in (0, TEXT + IMAGE):
+        assert output is below
+    else:
+        changed = (output - below).abs().max() > 1e-3
+        assert changed == (name == "circulation" or text_tokens > 1), f"{text_tokens} text tokens, changed: {changed}"
 
 
 def test_every_mask_layout_comfyui_passes_means_the_same(patched_flux):
