@@ -176,9 +176,7 @@ def test_a_joint_call_is_patched_only_where_it_has_text_and_image(patched_flux, 
     nothing there (over a single key, entmax and softmax agree); from two on, every node changes it."""
     name, model = patched_flux
     q, k, v = qkv(seed=10)
-    options = joint_options(model)
-    options[patching().CALL_INFO_KEY] = patching().CallInfo(sigma=options[patching().CALL_INFO_KEY].sigma,
-                                                            text_tokens=text_tokens)
+    options = _with_text(model, text_tokens)
     override = model.model_options["transformer_options"]["optimized_attention_override"]
     plain = getattr(attention.attention_pytorch, "__wrapped__", attention.attention_pytorch)
     below = plain(q, k, v, HEADS, skip_reshape=True)
@@ -188,6 +186,39 @@ def test_a_joint_call_is_patched_only_where_it_has_text_and_image(patched_flux, 
     else:
         changed = (output - below).abs().max() > 1e-3
         assert changed == (name == "circulation" or text_tokens > 1), f"{text_tokens} text tokens, changed: {changed}"
+
+
+def _with_text(model, text_tokens, **extra):
+    options = joint_options(model)
+    options[patching().CALL_INFO_KEY] = patching().CallInfo(sigma=options[patching().CALL_INFO_KEY].sigma,
+                                                            text_tokens=text_tokens)
+    options.update(extra)
+    return options
+
+
+def test_the_models_own_text_span_wins_over_the_conditionings_length(patched_flux):
+    """Where the model says where its text ends (img_slice = [text, total], ComfyUI 0.33), that is
+    the text span, whatever the conditioning's length; a span of another call's length is not this
+    call's. (Circulation acts on the whole call, wherever its text ends.)"""
+    name, model = patched_flux
+    q, k, v = qkv(seed=11)
+    told = call(_with_text(model, TEXT, img_slice=[TEXT - 2, TEXT + IMAGE]), q, k, v)
+    torch.testing.assert_close(told, call(_with_text(model, TEXT - 2), q, k, v), rtol=0, atol=0)
+    if name != "circulation":
+        assert (told - call(_with_text(model, TEXT), q, k, v)).abs().max() > 1e-3, "img_slice was ignored"
+    other_call = call(_with_text(model, TEXT, img_slice=[TEXT - 2, TEXT + IMAGE + 1]), q, k, v)
+    unpatched = {key: value for key, value in joint_options(model).items() if key != "optimized_attention_override"}
+    torch.testing.assert_close(other_call, call(unpatched, q, k, v), rtol=0, atol=0)
+
+
+def test_a_joint_call_of_text_and_reference_images_alone_is_passed_through(patched_flux):
+    """Reference-image tokens are neither text nor the image being generated: a call with nothing
+    else after its text has no rows to guide."""
+    _, model = patched_flux
+    q, k, v = qkv(seed=12)
+    unpatched = {key: value for key, value in joint_options(model).items() if key != "optimized_attention_override"}
+    references_only = call(_with_text(model, TEXT, reference_image_num_tokens=[IMAGE]), q, k, v)
+    torch.testing.assert_close(references_only, call(unpatched, q, k, v), rtol=0, atol=0)
 
 
 def test_every_mask_layout_comfyui_passes_means_the_same(patched_flux):
