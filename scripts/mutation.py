@@ -11,7 +11,7 @@ into the running environment if missing. Results are kept in .cache/mutation/ (g
 folder per scope: a run stopped by --max-minutes or Ctrl-C resumes where it stopped, a later run
 re-tests only unchecked mutants and those of changed functions, and --report-only rewrites the
 report from what is stored. mutmut keeps a result until its function changes: after a test is
-added, --retest-survivors tests the survivors again.
+added, --retest-survivors tests the survivors that EXPLAINED does not cover again.
 
 The default scope is the modules that wire the pack into ComfyUI and the guidance rules they
 apply, 2,218 mutants; all of gag_core and nodes (--paths gag_core nodes) is 6,197. Many mutants run
@@ -263,17 +263,21 @@ def explanation(function, diff):
     return None
 
 
-def write_report(folder, paths, statuses, runs):
-    import comfy_env  # reads ComfyUI's version without importing it
-    survivors, explained = [], []
+def survivors(folder, statuses):
+    """[(name, diff, (mutated line, reason) or None)] of the surviving mutants, by file and function."""
+    found = []
     for name in sorted((n for n, status in statuses.items() if status == "survived"),
                        key=lambda n: (describe(n), int(n.rpartition("_")[2]))):
         diff = output(folder, "show", name).split("\n", 1)[1].strip()  # after the "# name: status" line
-        known = explanation(describe(name)[1], diff)
-        if known is None:
-            survivors.append((describe(name), name, diff))
-        else:
-            explained.append((describe(name), *known))
+        found.append((name, diff, explanation(describe(name)[1], diff)))
+    return found
+
+
+def write_report(folder, paths, statuses, runs):
+    import comfy_env  # reads ComfyUI's version without importing it
+    found = survivors(folder, statuses)
+    unexplained = [(describe(name), name, diff) for name, diff, known in found if known is None]
+    explained = [(describe(name), *known) for name, _, known in found if known is not None]
     counts = {}
     for status in statuses.values():
         counts[status] = counts.get(status, 0) + 1
@@ -318,9 +322,9 @@ def write_report(folder, paths, statuses, runs):
         "`scripts/mutation.py --retest-survivors` tests them again.",
         "",
     ]
-    for (file, function), name, diff in survivors:
+    for (file, function), name, diff in unexplained:
         lines += [f"### `{file}` `{function}`: `{name}`", "", "```diff", diff, "```", ""]
-    if not survivors:
+    if not unexplained:
         lines += ["None.", ""]
     lines += ["## Survivors explained", "", "| file | function | mutated line | why |", "|---|---|---|---|",
               *[f"| `{file}` | `{function}` | `{line}` | {reason} |" for (file, function), line, reason in explained], ""]
@@ -345,7 +349,8 @@ def main():
                         help="mutants tested at once (default 1: the machine is shared; each uses one core)")
     only = parser.add_mutually_exclusive_group()
     only.add_argument("--report-only", action="store_true", help="write the report from the stored results")
-    only.add_argument("--retest-survivors", action="store_true", help="test the survivors again")
+    only.add_argument("--retest-survivors", action="store_true",
+                      help="test the survivors that no EXPLAINED entry covers again")
     args = parser.parse_args()
     # Here only: as a plugin, this module must leave sys.path to the copy's tests.
     sys.path.insert(0, str(REPO / "tests"))
@@ -354,11 +359,12 @@ def main():
     folder = stage(args.paths)
     runs_file = folder / "runs.json"
     runs = json.loads(runs_file.read_text()) if runs_file.exists() else []
-    if not args.report_only:
-        statuses = results(folder)
-        survivors = [name for name, status in statuses.items() if status == "survived"]
+    statuses = results(folder)
+    retested = [name for name, _, known in survivors(folder, statuses) if known is None] if args.retest_survivors else []
+    # An empty list of mutants would have mutmut test every unchecked one.
+    if not args.report_only and (retested or not args.retest_survivors):
         started, checked_before, began = datetime.datetime.now(), checked(statuses), time.monotonic()
-        outcome = run(folder, args.max_minutes, survivors if args.retest_survivors else [], args.children)
+        outcome = run(folder, args.max_minutes, retested, args.children)
         runs.append({"started": f"{started:%Y-%m-%d %H:%M}", "outcome": outcome,
                      "checked": checked(results(folder)) - checked_before, "seconds": time.monotonic() - began})
         runs_file.write_text(json.dumps(runs, indent=1))
