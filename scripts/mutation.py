@@ -273,6 +273,14 @@ def survivors(folder, statuses):
     return found
 
 
+def commit():
+    """The checked-out commit, with "+ changes" where the working tree differs from it."""
+    head = subprocess.run(["git", "rev-parse", "--short", "HEAD"], cwd=REPO, capture_output=True, text=True).stdout.strip()
+    changed = subprocess.run(["git", "status", "--porcelain", "--untracked-files=no"], cwd=REPO, capture_output=True,
+                             text=True).stdout.strip()
+    return f"`{head}`" + (" + changes" if changed else "")
+
+
 def write_report(folder, paths, statuses, runs):
     import comfy_env  # reads ComfyUI's version without importing it
     found = survivors(folder, statuses)
@@ -285,7 +293,7 @@ def write_report(folder, paths, statuses, runs):
     lines = [
         "# Mutation testing",
         "",
-        f"Written by `scripts/mutation.py` on {datetime.date.today()} with mutmut "
+        f"Written by `scripts/mutation.py` on {datetime.date.today()} for commit {commit()} with mutmut "
         f"{importlib.metadata.version('mutmut')}, Python {platform.python_version()} and ComfyUI "
         f"{'.'.join(map(str, comfy_env.comfyui_version()))}. Not a CI gate; "
         "the goal is at least 90 % killed, and every survivor killed by a test or explained as equivalent.",
