@@ -39,24 +39,25 @@ def guidance_delta(q, k, v, combine, alpha=1.5, mask=None, key_slice=None, max_s
     return (delta if key_slice is None else mass * delta).to(q.dtype)
 
 
-def joint_guidance_delta(q, k, v, combine, text_tokens, alpha=1.5, mask=None, all_keys=False,
+def joint_guidance_delta(q, k, v, combine, text, image, alpha=1.5, mask=None, all_keys=False,
                          max_score_elements=2**24, observe=None, row_logsumexp=None, plain=None):
-    """Guidance for the image queries of a joint attention whose first ``text_tokens`` tokens
-    (queries and keys alike) are text (METHODS section 3).
+    """Guidance for the generated image's queries of a joint attention over text, image and maybe
+    other tokens (METHODS section 3), wherever each sits in the sequence.
 
-    q, k, v: (B, H, L, D); mask broadcastable to (B, H, L, L). The image queries' text-key share is
-    replaced (all_keys=False, the default) or their whole row (all_keys=True); text queries are
-    left alone. row_logsumexp: optional (B, H, L, 1) float32, see ``guidance_delta``. plain:
-    optional (B, H, L, D), the call's plain attention output, which is the dense output of a whole
-    row (used with all_keys).
-    Returns the delta for the image queries, (B, H, L - text_tokens, D) in q's dtype.
+    q, k, v: (B, H, L, D); mask broadcastable to (B, H, L, L). text: slice of the text tokens (the
+    keys guided by); image: slice of the generated image's tokens (the queries guided). Their text-key
+    share is replaced (all_keys=False, the default) or their whole row (all_keys=True); every other
+    query is left alone. row_logsumexp: optional (B, H, L, 1) float32, see ``guidance_delta``.
+    plain: optional (B, H, L, D), the call's plain attention output, which is the dense output of a
+    whole row (used with all_keys).
+    Returns the delta for the image queries, (B, H, len(image), D) in q's dtype.
     """
     if mask is not None and mask.shape[-2] == q.shape[2]:
-        mask = mask[..., text_tokens:, :]
+        mask = mask[..., image, :]
     return guidance_delta(
-        q[:, :, text_tokens:], k, v, combine, alpha, mask=mask,
-        key_slice=None if all_keys else slice(0, text_tokens),
+        q[:, :, image], k, v, combine, alpha, mask=mask,
+        key_slice=None if all_keys else text,
         max_score_elements=max_score_elements, observe=observe,
-        row_logsumexp=None if row_logsumexp is None else row_logsumexp[:, :, text_tokens:],
-        dense=None if plain is None or not all_keys else plain[:, :, text_tokens:],
+        row_logsumexp=None if row_logsumexp is None else row_logsumexp[:, :, image],
+        dense=None if plain is None or not all_keys else plain[:, :, image],
     )

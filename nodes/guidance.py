@@ -49,8 +49,8 @@ class GuidanceRule:
         return self.strength == 0.0 or (self.method == "pladis" and self.scale == 0.0)
 
     def apply(self, call, output, row_logsumexp=None, output_is_plain=False):
-        """Add strength * (guided - dense) to the output; text and reference-image queries of a joint
-        call stay as they are. row_logsumexp: (B, H, L, 1) float32 logsumexp of each row of the
+        """Add strength * (guided - dense) to the output; in a joint call only the generated image's
+        queries change. row_logsumexp: (B, H, L, 1) float32 logsumexp of each row of the
         call's logits, where the base output's kernel gave it. output_is_plain: the output is the
         call's plain attention (no other patch's), so it is the dense output of a whole row."""
         recorder = call.options.get(PROBE_KEY)
@@ -60,16 +60,11 @@ class GuidanceRule:
             delta = guidance_delta(call.q, call.k, call.v, self.combine, self.alpha, mask=call.mask, observe=observe,
                                    dense=plain)
             return call.add_to_rows(output, self._scaled(delta), 0)
-        text = call.text_tokens
-        queries, mask = call.generated_rows  # reference-image rows stay as they are
-        if row_logsumexp is not None:
-            row_logsumexp = row_logsumexp[:, :, : queries.shape[2]]
         delta = joint_guidance_delta(
-            queries, call.k, call.v, self.combine, text, self.alpha, mask=mask, all_keys=self.all_keys,
-            observe=observe, row_logsumexp=row_logsumexp,
-            plain=None if plain is None else plain[:, :, : queries.shape[2]],
+            call.q, call.k, call.v, self.combine, call.text, call.image, self.alpha, mask=call.mask,
+            all_keys=self.all_keys, observe=observe, row_logsumexp=row_logsumexp, plain=plain,
         )
-        return call.add_to_rows(output, self._scaled(delta), text)
+        return call.add_to_rows(output, self._scaled(delta), call.image.start)
 
     def _scaled(self, delta):
         return delta if self.strength == 1.0 else self.strength * delta

@@ -32,7 +32,10 @@ class DitStructure:
     separate image-to-text cross-attention, instead of one joint call: (kind, path) pairs, kind
     "self" or "cross", path the attribute inside a block of a callable that takes the call's
     transformer_options as a keyword (the attention function, or the attention module's forward).
-    Their calls do not tell their kind, so the pack tags each one with it and its block there."""
+    Their calls do not tell their kind, so the pack tags each one with it and its block there.
+
+    ``image_first``: a joint call holds the generated image, then any reference images, then the
+    text (the others: the text, then the generated image, then any reference images)."""
 
     families: str
     marks: tuple
@@ -40,15 +43,18 @@ class DitStructure:
     text_span: str = TEXT_FROM_CONDITIONING
     text_method: str = ""
     separate_attention: tuple = ()
+    image_first: bool = False
 
 
-# Every DiT structure the pack patches; all joint ones put the text tokens first in a joint call, then
-# the generated image, then any reference images (transformer_options["reference_image_num_tokens"]).
+# Every DiT structure the pack patches. Reference images are counted in
+# transformer_options["reference_image_num_tokens"] where a model appends them.
 DIT_STRUCTURES = (
-    # JoyImage (double blocks only) and Lens (no pe_embedder) look alike but put the image first.
+    # JoyImage (double blocks only) looks alike but puts the image first and says nothing of its references.
     DitStructure("FLUX.1, FLUX.2 (Klein), Chroma", ("double_blocks", "single_blocks"),
                  (("double", "double_blocks"), ("single", "single_blocks"))),
     DitStructure("Qwen-Image", ("transformer_blocks", "txt_in", "pe_embedder"), (("double", "transformer_blocks"),)),
+    DitStructure("Lens", ("transformer_blocks", "selected_layer_index"), (("double", "transformer_blocks"),),
+                 image_first=True),
     DitStructure("SD3", ("joint_blocks",), (("double", "joint_blocks"),), TEXT_FROM_BLOCK_ARGUMENTS),
     DitStructure("Krea 2", ("blocks", "txtfusion"), (("single", "blocks"),), TEXT_FROM_IMG_SLICE),
     DitStructure("Z-Image, Lumina 2", ("layers", "context_refiner", "noise_refiner", "cap_embedder"), (("double", "layers"),),

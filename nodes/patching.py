@@ -51,9 +51,9 @@ class AttentionCall:
 
     q, k, v: (B, H, L, D). kind: "cross" (every query is the image, every key text: a UNet's attn2,
     or a DiT's separate cross-attention), "self" (the image alone: a UNet's attn1, or a DiT's
-    separate self-attention) or "joint" (DiT: the first ``text_tokens`` of queries and keys are
-    text, then the generated image, then ``reference_tokens`` of reference images that edit models
-    append; both 0 for the other kinds).
+    separate self-attention) or "joint" (DiT: ``text`` and ``image`` slice the sequence into the
+    text tokens and the generated image's; any other tokens, such as the reference images that edit
+    models append, are neither; both None for the other kinds).
     heads_first_output: whether the caller expects (B, H, L, D) back rather than (B, L, H*D).
     options: the transformer options of the call (block info, the layer's input for attn1).
     """
@@ -63,21 +63,12 @@ class AttentionCall:
     v: torch.Tensor
     mask: object
     kind: str
-    text_tokens: int
     block: tuple
     sigma: float
     heads_first_output: bool
     options: dict
-    reference_tokens: int = 0
-
-    @property
-    def generated_rows(self):
-        """(q, mask) of the rows up to the end of the generated image (text and image queries)."""
-        end = self.q.shape[2] - self.reference_tokens
-        mask = self.mask
-        if mask is not None and mask.shape[-2] == self.q.shape[2]:
-            mask = mask[..., :end, :]
-        return self.q[:, :, :end], mask
+    text: slice = None
+    image: slice = None
 
     def to_output_layout(self, x):
         """(B, H, L, D) -> the layout the caller expects, in the caller's dtype."""
@@ -195,8 +186,9 @@ class SharedOnCopy:
 
 
 class DitAttentionOverride(SharedOnCopy):
-    """The attention override for DiT attention: the joint calls (``kind`` "joint"), or the separate
-    self-attention ("self") or cross-attention ("cross") calls of DiTs that make two.
+    """The attention override for DiT attention: the joint calls (``kind`` "joint"), with the text
+    first or, ``image_first``, after the image, or the separate self-attention ("self") or
+    cross-attention ("cross") calls of DiTs that make two.
 
     ``patch`` is either a "post" patch, ``patch.apply(call, output, row_logsumexp, output_is_plain)
     -> output`` rewriting the output of selected calls (GAG), or a "replace" patch, ``patch.attention(call) ->
@@ -211,17 +203,18 @@ class DitAttentionOverride(SharedOnCopy):
     (circulation's), or with another override below, it rewrites what those return.
     """
 
-    def __init__(self, patch, selection, window, previous, kind):
+    def __init__(self, patch, selection, window, previous, kind, image_first=False):
         self.patch = patch
         self.selection = selection
         self.window = window
         self.previous = previous
         self.kind = kind
+        self.image_first = image_first
         self._logged_reasons = set()
 
     def on_top_of(self, previous):
         """The same override, chained to ``previous``."""
-        return DitAttentionOverride(self.patch, self.selection, self.window, previous, self.kind)
+        return DitAttentionOverride(self.patch, self.selection, self.window, previous, self.kind, self.image_first)
 
     def _log_unpatched(self, reason):
         if reason not in self._logged_reasons:
@@ -269,7 +262,7 @@ class DitAttentionOverride(SharedOnCopy):
         q, k, v = split
         mask = _mask_4d(a["mask"])
         if kind != "joint":
-            return AttentionCall(q, k, v, mask, kind, 0, block, info.sigma, a["skip_output_reshape"], options)
+            return AttentionCall(q, k, v, mask, kind, block, info.sigma, a["skip_output_reshape"], options)
         text_tokens = info.text_tokens
         # The model's own word on the text span, where it gives one (ComfyUI 0.33's "img_slice"), or
         # the pack's block wrapper's or embedding patch's; otherwise the conditioning's length.
@@ -279,10 +272,15 @@ class DitAttentionOverride(SharedOnCopy):
             if q.shape[2] != total_tokens:
                 return None
         reference_tokens = sum(options.get("reference_image_num_tokens") or ())
-        if not 0 < text_tokens < q.shape[2] - reference_tokens or k.shape[2] != q.shape[2]:
+        image_tokens = q.shape[2] - text_tokens - reference_tokens
+        if text_tokens <= 0 or image_tokens <= 0 or k.shape[2] != q.shape[2]:
             return None
-        return AttentionCall(q, k, v, mask, "joint", text_tokens, block, info.sigma, a["skip_output_reshape"], options,
-                             reference_tokens)
+        # Reference images follow the generated one: at the end, or before the text where it comes last.
+        if self.image_first:
+            text, image = slice(q.shape[2] - text_tokens, q.shape[2]), slice(0, image_tokens)
+        else:
+            text, image = slice(0, text_tokens), slice(text_tokens, text_tokens + image_tokens)
+        return AttentionCall(q, k, v, mask, "joint", block, info.sigma, a["skip_output_reshape"], options, text, image)
 
 
 class SeparateAttentionSite(SharedOnCopy):
@@ -345,7 +343,7 @@ class UnetAttentionReplace(SharedOnCopy):
             return self._base(q, k, v, extra_options)
         heads = extra_options["n_heads"]
         split = [_to_heads(t, False, extra_options["dim_head"]) for t in (q, k, v)]
-        call = AttentionCall(*split, None, self.kind, 0, tuple(extra_options["block"]), info.sigma, False, extra_options)
+        call = AttentionCall(*split, None, self.kind, tuple(extra_options["block"]), info.sigma, False, extra_options)
         if self.patch.mode == "replace":
             return call.to_output_layout(self.patch.attention(call))
         # ComfyUI's own attention, or a backend choice's, is the plain attention guidance starts from.
@@ -448,7 +446,8 @@ def install(model, layout, patch, selection, window, unet_attention="attn2"):
         return patched
     # A DiT that attends separately may still set a block type (Kandinsky 5): only tagged calls are its.
     kind = kind if layout.structure.separate_attention else "joint"
-    override = DitAttentionOverride(patch, selection, window, options.get("optimized_attention_override"), kind)
+    override = DitAttentionOverride(patch, selection, window, options.get("optimized_attention_override"), kind,
+                                    layout.structure.image_first)
     options["optimized_attention_override"] = override
     options[OVERRIDES_KEY] = options.get(OVERRIDES_KEY, ()) + (override,)
     if _reinstall_overrides not in patched.get_all_callbacks(comfy.patcher_extension.CallbacksMP.ON_PREPARE_STATE):

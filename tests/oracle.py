@@ -80,25 +80,27 @@ def gag(dense, sparse, scale, eta, zeta, cap):
     return sparse + scale * factor * g
 
 
-def guidance_delta(q, k, v, rule, alpha, strength=1.0, mask=None, scale=None, text_tokens=None, all_keys=False):
+def guidance_delta(q, k, v, rule, alpha, strength=1.0, mask=None, scale=None, text_tokens=None, all_keys=False,
+                   image_first=False):
     """What guidance adds to the plain attention output.
 
     Cross-attention (text_tokens None): strength (rule(dense, sparse) - dense) over every key, all rows.
-    Joint attention: the first text_tokens queries and keys are text; text rows get 0, image rows
-    strength m (rule(d_t, s_t) - d_t) over the text keys (m: the dense mass on them), or with
-    all_keys strength (rule(d, s) - d) over the whole row. (B, H, Lq, D).
+    Joint attention: text_tokens queries and keys are text, the first ones or, image_first, the last
+    ones; text rows get 0, image rows strength m (rule(d_t, s_t) - d_t) over the text keys (m: the
+    dense mass on them), or with all_keys strength (rule(d, s) - d) over the whole row. (B, H, Lq, D).
     """
     if text_tokens is None:
         dense, sparse, _ = dense_sparse(q, k, v, alpha, mask, scale)
         return strength * (rule(dense, sparse) - dense)
-    image_q = q[:, :, text_tokens:]
-    image_mask = mask[..., text_tokens:, :] if mask is not None and mask.shape[-2] == q.shape[2] else mask
-    keys = slice(None) if all_keys else slice(0, text_tokens)
-    dense, sparse, mass = dense_sparse(image_q, k, v, alpha, image_mask, scale, keys)
+    length = q.shape[2]
+    text = slice(length - text_tokens, length) if image_first else slice(0, text_tokens)
+    image = slice(0, length - text_tokens) if image_first else slice(text_tokens, length)
+    image_mask = mask[..., image, :] if mask is not None and mask.shape[-2] == length else mask
+    dense, sparse, mass = dense_sparse(q[:, :, image], k, v, alpha, image_mask, scale, slice(None) if all_keys else text)
     weight = 1.0 if all_keys else mass
-    image_delta = strength * weight * (rule(dense, sparse) - dense)
-    text_delta = image_delta.new_zeros(image_delta.shape[:2] + (text_tokens, image_delta.shape[-1]))
-    return torch.cat([text_delta, image_delta], dim=2)
+    delta = torch.zeros(q.shape[:3] + v.shape[-1:], dtype=torch.float64)
+    delta[:, :, image] = strength * weight * (rule(dense, sparse) - dense)
+    return delta
 
 
 def symmetricity(q, k):

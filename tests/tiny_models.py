@@ -12,7 +12,8 @@ import torch
 FAMILIES = ("sd15", "sdxl", "sd3", "flux", "flux2", "qwen_image")
 # Families the pack patches from a ComfyUI version on: the oldest tree whose model tells its
 # attention calls what the pack needs, or that has the model at all.
-NEWER_FAMILIES = {"z_image": (0, 33, 0), "krea2": (0, 33, 0), "anima": (0, 33, 0), "kandinsky5": (0, 33, 0)}
+NEWER_FAMILIES = {"z_image": (0, 33, 0), "krea2": (0, 33, 0), "anima": (0, 33, 0), "kandinsky5": (0, 33, 0),
+                  "lens": (0, 33, 0)}
 # Every family the integration tests run (the fixture skips those a tree cannot patch).
 ALL_FAMILIES = FAMILIES + ("chroma", "cosmos_predict2") + tuple(NEWER_FAMILIES)
 
@@ -164,6 +165,17 @@ SPECS = {
             num_visual_blocks=2, axes_dims=(8, 12, 12),
         ),
         (16, 16, 16), 3584, 768,
+    ),
+    # Lens (ComfyUI 0.33): joint attention over the image first, then the text, which is a stack of
+    # four text-encoder layers (conditioning width 4 x 2880); FLUX.2's 128-channel latent, one token each.
+    "lens": FamilySpec(
+        "Lens",
+        dict(
+            image_model="lens", patch_size=2, in_channels=128, out_channels=32, num_layers=2, attention_head_dim=32,
+            num_attention_heads=2, enc_hidden_dim=2880, axes_dims_rope=(4, 14, 14), multi_layer_encoder_feature=True,
+            selected_layer_index=(5, 11, 17, 23),
+        ),
+        (128, 8, 8), 4 * 2880, 0,
     ),
     # A family the pack does not patch (video DiT with separate cross-attention), for the tests of
     # how unsupported models are handled.

@@ -68,13 +68,14 @@ DEFAULTS = {
 
 # (node, input, value, the oracle's settings for it, families): each input of each node, away from its default.
 INPUT_CASES = [
-    ("GAGAttentionGuidance", "scale", 3.0, dict(scale=3.0), ("sd15", "flux", "z_image", "krea2", "cosmos_predict2")),
+    ("GAGAttentionGuidance", "scale", 3.0, dict(scale=3.0), ("sd15", "flux", "z_image", "krea2", "cosmos_predict2",
+                                                             "lens")),
     ("GAGAttentionGuidanceAdvanced", "scale", 4.0, dict(scale=4.0), ("sd15", "flux", "kandinsky5")),
     ("GAGAttentionGuidanceAdvanced", "strength", 0.6, dict(strength=0.6), ("sd15", "flux")),
     ("GAGAttentionGuidanceAdvanced", "eta", 0.3, dict(eta=0.3), ("sd15", "flux")),
     ("GAGAttentionGuidanceAdvanced", "zeta", 0.5, dict(zeta=0.5), ("sd15", "flux")),
     ("GAGAttentionGuidanceAdvanced", "alpha", 2.0, dict(alpha=2.0), ("sd15", "flux")),
-    ("GAGAttentionGuidanceAdvanced", "guide_keys", "all keys", dict(all_keys=True), ("flux", "z_image", "krea2")),
+    ("GAGAttentionGuidanceAdvanced", "guide_keys", "all keys", dict(all_keys=True), ("flux", "z_image", "krea2", "lens")),
     ("GAGAttentionGuidanceAdvanced", "cap", "absolute", dict(cap="absolute"), ("sd15", "flux")),
     ("PLADISAttentionGuidance", "scale", 1.7, dict(scale=1.7), ("sd15", "flux", "z_image", "krea2", "anima")),
     ("PLADISAttentionGuidance", "alpha", 2.0, dict(alpha=2.0), ("sd15", "flux")),
@@ -305,6 +306,8 @@ def dit_calls(model):
     dit = model.model.diffusion_model
     if hasattr(dit, "t_embedding_norm"):
         return [(("block", i), kind) for i in range(len(dit.blocks)) for kind in ("self", "cross")]
+    if hasattr(dit, "selected_layer_index"):  # Lens: the image, then the text, in each block's joint call
+        return [(("double", i), "image-first joint") for i in range(len(dit.transformer_blocks))]
     if hasattr(dit, "visual_transformer_blocks"):  # Kandinsky 5: its text-encoder blocks attend over the text first
         return ([(("text encoder", i), "joint") for i in range(len(dit.text_transformer_blocks))]
                 + [(("block", i), kind) for i in range(len(dit.visual_transformer_blocks)) for kind in ("self", "cross")])
@@ -384,7 +387,8 @@ def oracle_output(expect, call, layer_input=None):
                                          adapt_beta=expect.adapt_beta, **reference))
     text = None if "q" in call or call["kind"] == "cross" else q.shape[2] - IMAGE_TOKENS
     delta = oracle.guidance_delta(q, k, v, expect.rule(), expect.alpha, expect.strength, mask=mask_of(call),
-                                  text_tokens=text, all_keys=expect.all_keys)
+                                  text_tokens=text, all_keys=expect.all_keys,
+                                  image_first=call.get("kind") == "image-first joint")
     return plain_of(call).double() + layout(delta)
 
 
@@ -404,7 +408,8 @@ def assert_text_rows_untouched(expect, call):
         return
     row_dim = 2 if call["kwargs"].get("skip_output_reshape", False) else 1
     text = call["output"].shape[row_dim] - IMAGE_TOKENS
-    assert torch.equal(call["output"].narrow(row_dim, 0, text), call["plain"].narrow(row_dim, 0, text)), \
+    start = IMAGE_TOKENS if call["kind"] == "image-first joint" else 0
+    assert torch.equal(call["output"].narrow(row_dim, start, text), call["plain"].narrow(row_dim, start, text)), \
         f"{call['block']}: text query rows changed"
 
 
@@ -510,6 +515,7 @@ LAYER_CASES = [
     ("cosmos_predict2", "block 1", {("block", 1)}),
     ("anima", "blocks 0", {("block", 0)}),
     ("kandinsky5", "block 1", {("block", 1)}),
+    ("lens", "double 1", {("double", 1)}),
 ]
 
 
@@ -536,7 +542,7 @@ def test_start_and_end_percent_bound_the_steps_that_are_patched(node_classes, ti
 
 
 @pytest.mark.parametrize("family", ["sd15", "sdxl", "flux", "flux2", "chroma", "sd3", "qwen_image", "z_image", "krea2",
-                                    "cosmos_predict2", "anima", "kandinsky5"])
+                                    "cosmos_predict2", "anima", "kandinsky5", "lens"])
 @pytest.mark.parametrize("node_id", ["GAGAttentionGuidance", "AttentionCirculationControl"])
 def test_default_blocks_per_family(node_classes, tiny_model, node_id, family):
     """Empty `layers`: guidance patches every cross-attention block of a UNet but the middle one and

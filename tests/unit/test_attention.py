@@ -12,6 +12,7 @@ from gag_core.attention import attention_and_logsumexp, sparse_dense_attention
 from gag_core.delta import joint_guidance_delta
 
 B, H, LQ, LK, D = 2, 3, 37, 19, 8
+TEXT, IMAGE = slice(0, 8), slice(8, None)  # a joint call's first 8 tokens are text, the rest the image
 
 
 def _qkv(batch=B, heads=H, queries=LQ, keys=LK, dim=D, value_dim=None, seed=0, dtype=torch.float32):
@@ -215,12 +216,31 @@ def test_joint_guidance_delta_guides_image_queries_against_text_keys():
     mask = torch.rand(2, 1, 24, 24, generator=generator) > 0.2
     mask[..., 0] = True
     combine = functools.partial(gag_core.gag, scale=5.0)
-    joint = joint_guidance_delta(q, k, v, combine, 8, mask=mask)
+    joint = joint_guidance_delta(q, k, v, combine, TEXT, IMAGE, mask=mask)
     assert joint.shape == (2, 3, 16, 16)
     expected = guidance_delta(q[:, :, 8:], k, v, combine, mask=mask[..., 8:, :], key_slice=slice(0, 8))
     torch.testing.assert_close(joint, expected)
-    every_key = joint_guidance_delta(q, k, v, combine, 8, mask=mask, all_keys=True)
+    every_key = joint_guidance_delta(q, k, v, combine, TEXT, IMAGE, mask=mask, all_keys=True)
     torch.testing.assert_close(every_key, guidance_delta(q[:, :, 8:], k, v, combine, mask=mask[..., 8:, :]))
+
+
+@pytest.mark.parametrize("all_keys", [False, True], ids=["text keys", "all keys"])
+def test_joint_guidance_delta_follows_the_tokens_wherever_they_sit(all_keys):
+    """Attention is the same under a permutation of the tokens: a call ordered image, reference,
+    text (JoyImage, Lens) or registers, text, image (AuraFlow) gives the generated image's rows what
+    the text-first order gives them, and touches only those."""
+    generator = torch.Generator().manual_seed(16)
+    q, k, v = (torch.randn(1, 2, 24, 8, generator=generator) for _ in range(3))
+    combine = functools.partial(gag_core.gag, scale=5.0)
+    text_first = joint_guidance_delta(q, k, v, combine, slice(0, 6), slice(6, 20), all_keys=all_keys)
+    orders = {  # token order -> (text, image) slices in it
+        "image, reference, text": (list(range(6, 24)) + list(range(6)), slice(18, 24), slice(0, 14)),
+        "registers, text, image": (list(range(20, 24)) + list(range(20)), slice(4, 10), slice(10, 24)),
+    }
+    for name, (order, text, image) in orders.items():
+        permuted = [x[:, :, order] for x in (q, k, v)]
+        delta = joint_guidance_delta(*permuted, combine, text, image, all_keys=all_keys)
+        torch.testing.assert_close(delta, text_first, atol=2e-6, rtol=0, msg=name)
 
 
 def test_joint_guidance_delta_uses_the_row_logsumexp_and_plain_output_it_is_given():
@@ -232,19 +252,19 @@ def test_joint_guidance_delta_uses_the_row_logsumexp_and_plain_output_it_is_give
     combine = functools.partial(gag_core.pladis, scale=2.0)
     plain, row_logsumexp = attention_and_logsumexp(q, k, v)
     text_rows_garbage = torch.cat([torch.full_like(row_logsumexp[:, :, :8], torch.nan), row_logsumexp[:, :, 8:]], 2)
-    given = joint_guidance_delta(q, k, v, combine, 8, row_logsumexp=text_rows_garbage)
-    torch.testing.assert_close(given, joint_guidance_delta(q, k, v, combine, 8), atol=2e-6, rtol=0)
-    halved = joint_guidance_delta(q, k, v, combine, 8, row_logsumexp=row_logsumexp + math.log(2))
+    given = joint_guidance_delta(q, k, v, combine, TEXT, IMAGE, row_logsumexp=text_rows_garbage)
+    torch.testing.assert_close(given, joint_guidance_delta(q, k, v, combine, TEXT, IMAGE), atol=2e-6, rtol=0)
+    halved = joint_guidance_delta(q, k, v, combine, TEXT, IMAGE, row_logsumexp=row_logsumexp + math.log(2))
     torch.testing.assert_close(halved, given / 2, atol=2e-6, rtol=0)
 
-    computed = joint_guidance_delta(q, k, v, combine, 8, all_keys=True)
-    torch.testing.assert_close(joint_guidance_delta(q, k, v, combine, 8, all_keys=True, plain=plain), computed,
+    computed = joint_guidance_delta(q, k, v, combine, TEXT, IMAGE, all_keys=True)
+    torch.testing.assert_close(joint_guidance_delta(q, k, v, combine, TEXT, IMAGE, all_keys=True, plain=plain), computed,
                                atol=2e-6, rtol=0)
     shifted = torch.cat([torch.full_like(plain[:, :, :8], torch.nan), plain[:, :, 8:] + 0.5], 2)
-    torch.testing.assert_close(joint_guidance_delta(q, k, v, combine, 8, all_keys=True, plain=shifted),
+    torch.testing.assert_close(joint_guidance_delta(q, k, v, combine, TEXT, IMAGE, all_keys=True, plain=shifted),
                                computed - 2.0 * 0.5, atol=2e-6, rtol=0)
     # With the text keys alone, the whole row's plain output is not their dense output.
-    torch.testing.assert_close(joint_guidance_delta(q, k, v, combine, 8, plain=shifted), given, atol=2e-6, rtol=0)
+    torch.testing.assert_close(joint_guidance_delta(q, k, v, combine, TEXT, IMAGE, plain=shifted), given, atol=2e-6, rtol=0)
 
 
 @pytest.mark.parametrize("mask_name", [None, "bool_per_batch", "additive"])
@@ -291,7 +311,7 @@ def test_the_patched_joint_path_compiles_without_a_graph_break():
 
     def guided(q, k, v):
         out, row_logsumexp = attention_and_logsumexp(q, k, v)
-        delta = joint_guidance_delta(q, k, v, combine, 8, row_logsumexp=row_logsumexp)
+        delta = joint_guidance_delta(q, k, v, combine, TEXT, IMAGE, row_logsumexp=row_logsumexp)
         return out[:, :, 8:] + delta
 
     torch.compiler.reset()
@@ -307,7 +327,7 @@ def test_the_patched_joint_path_never_syncs_a_cuda_device():
     torch.cuda.set_sync_debug_mode("error")
     try:
         out, row_logsumexp = attention_and_logsumexp(q, k, v)
-        delta = joint_guidance_delta(q, k, v, combine, 8, row_logsumexp=row_logsumexp)
+        delta = joint_guidance_delta(q, k, v, combine, TEXT, IMAGE, row_logsumexp=row_logsumexp)
         (out[:, :, 8:] + delta).sum()
     finally:
         torch.cuda.set_sync_debug_mode("default")
