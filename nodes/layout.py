@@ -148,6 +148,7 @@ KNOWN_FAMILIES = {
     "Krea 2": "single 0-27",
     "Anima, Cosmos-Predict2 2B": "block 0-27",
     "Cosmos-Predict2 14B": "block 0-35",
+    "Lens": "double 0-47",
 }
 
 
