@@ -17,7 +17,7 @@ _GROUP_ALIASES = {"joint": "double", "blocks": "block", "in": "input", "mid": "m
 
 # Where a DiT's joint attention calls learn how many of their leading tokens are text:
 TEXT_FROM_CONDITIONING = "conditioning"  # the text conditioning's length (FLUX, Qwen-Image)
-TEXT_FROM_BLOCK_ARGUMENTS = "block arguments"  # a block-replace wrapper reads each block's text and image inputs (SD3)
+TEXT_FROM_BLOCK_ARGUMENTS = "block arguments"  # a block-replace wrapper reads each double block's text and image inputs (SD3)
 TEXT_FROM_EMBEDDING = "embedding"  # the model's own token embedding step returns the padded text length (Z-Image)
 TEXT_FROM_IMG_SLICE = "img_slice"  # the model says it in transformer_options["img_slice"] (Krea 2; FLUX single blocks on 0.33)
 
@@ -35,7 +35,10 @@ class DitStructure:
     Their calls do not tell their kind, so the pack tags each one with it and its block there.
 
     ``image_first``: a joint call holds the generated image, then any reference images, then the
-    text (the others: the text, then the generated image, then any reference images)."""
+    text (the others: the text, then the generated image, then any reference images).
+    ``leading_tokens``: the model attribute whose second axis counts tokens placed before the text
+    (AuraFlow's register tokens). ``blocks_untold``: the attention calls carry no block type or
+    index, so block-replace wrappers add them."""
 
     families: str
     marks: tuple
@@ -44,6 +47,8 @@ class DitStructure:
     text_method: str = ""
     separate_attention: tuple = ()
     image_first: bool = False
+    leading_tokens: str = ""
+    blocks_untold: bool = False
 
 
 # Every DiT structure the pack patches. Reference images are counted in
@@ -55,7 +60,10 @@ DIT_STRUCTURES = (
     DitStructure("Qwen-Image", ("transformer_blocks", "txt_in", "pe_embedder"), (("double", "transformer_blocks"),)),
     DitStructure("Lens", ("transformer_blocks", "selected_layer_index"), (("double", "transformer_blocks"),),
                  image_first=True),
-    DitStructure("SD3", ("joint_blocks",), (("double", "joint_blocks"),), TEXT_FROM_BLOCK_ARGUMENTS),
+    DitStructure("SD3", ("joint_blocks",), (("double", "joint_blocks"),), TEXT_FROM_BLOCK_ARGUMENTS, blocks_untold=True),
+    DitStructure("AuraFlow", ("double_layers", "single_layers", "register_tokens"),
+                 (("double", "double_layers"), ("single", "single_layers")), leading_tokens="register_tokens",
+                 blocks_untold=True),
     DitStructure("Krea 2", ("blocks", "txtfusion"), (("single", "blocks"),), TEXT_FROM_IMG_SLICE),
     DitStructure("Z-Image, Lumina 2", ("layers", "context_refiner", "noise_refiner", "cap_embedder"), (("double", "layers"),),
                  TEXT_FROM_EMBEDDING, "patchify_and_embed"),
@@ -149,6 +157,7 @@ KNOWN_FAMILIES = {
     "Anima, Cosmos-Predict2 2B": "block 0-27",
     "Cosmos-Predict2 14B": "block 0-35",
     "Lens": "double 0-47",
+    "AuraFlow": "double 0-3, single 0-31",
 }
 
 

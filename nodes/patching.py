@@ -187,8 +187,9 @@ class SharedOnCopy:
 
 class DitAttentionOverride(SharedOnCopy):
     """The attention override for DiT attention: the joint calls (``kind`` "joint"), with the text
-    first or, ``image_first``, after the image, or the separate self-attention ("self") or
-    cross-attention ("cross") calls of DiTs that make two.
+    first (after ``leading_tokens`` that are neither text nor image) or, ``image_first``, after the
+    image, or the separate self-attention ("self") or cross-attention ("cross") calls of DiTs that
+    make two.
 
     ``patch`` is either a "post" patch, ``patch.apply(call, output, row_logsumexp, output_is_plain)
     -> output`` rewriting the output of selected calls (GAG), or a "replace" patch, ``patch.attention(call) ->
@@ -203,18 +204,20 @@ class DitAttentionOverride(SharedOnCopy):
     (circulation's), or with another override below, it rewrites what those return.
     """
 
-    def __init__(self, patch, selection, window, previous, kind, image_first=False):
+    def __init__(self, patch, selection, window, previous, kind, image_first=False, leading_tokens=0):
         self.patch = patch
         self.selection = selection
         self.window = window
         self.previous = previous
         self.kind = kind
         self.image_first = image_first
+        self.leading_tokens = leading_tokens
         self._logged_reasons = set()
 
     def on_top_of(self, previous):
         """The same override, chained to ``previous``."""
-        return DitAttentionOverride(self.patch, self.selection, self.window, previous, self.kind, self.image_first)
+        return DitAttentionOverride(self.patch, self.selection, self.window, previous, self.kind, self.image_first,
+                                    self.leading_tokens)
 
     def _log_unpatched(self, reason):
         if reason not in self._logged_reasons:
@@ -272,14 +275,16 @@ class DitAttentionOverride(SharedOnCopy):
             if q.shape[2] != total_tokens:
                 return None
         reference_tokens = sum(options.get("reference_image_num_tokens") or ())
-        image_tokens = q.shape[2] - text_tokens - reference_tokens
+        leading = self.leading_tokens
+        image_tokens = q.shape[2] - leading - text_tokens - reference_tokens
         if text_tokens <= 0 or image_tokens <= 0 or k.shape[2] != q.shape[2]:
             return None
         # Reference images follow the generated one: at the end, or before the text where it comes last.
         if self.image_first:
             text, image = slice(q.shape[2] - text_tokens, q.shape[2]), slice(0, image_tokens)
         else:
-            text, image = slice(0, text_tokens), slice(text_tokens, text_tokens + image_tokens)
+            text = slice(leading, leading + text_tokens)
+            image = slice(text.stop, text.stop + image_tokens)
         return AttentionCall(q, k, v, mask, "joint", block, info.sigma, a["skip_output_reshape"], options, text, image)
 
 
@@ -353,18 +358,22 @@ class UnetAttentionReplace(SharedOnCopy):
 
 
 class JointBlockInfo(SharedOnCopy):
-    """DiT block-replace wrapper for models whose attention calls carry no block information
-    (SD3's MMDiT): it adds the block index and the (text, total) token counts of the joint call."""
+    """DiT block-replace wrapper for models whose attention calls carry no block information (SD3's
+    MMDiT, AuraFlow): it adds the block type and index and, ``span_from_arguments``, the (text,
+    total) token counts of the joint call read off the block's text and image inputs."""
 
-    def __init__(self, index, previous):
+    def __init__(self, group, index, previous, span_from_arguments):
+        self.group = group
         self.index = index
         self.previous = previous
+        self.span_from_arguments = span_from_arguments
 
     def __call__(self, args, extra):
-        text_tokens = args["txt"].shape[1]
         options = dict(args.get("transformer_options") or {})
-        options.update(block_type="double", block_index=self.index)
-        options[JOINT_INFO_KEY] = (text_tokens, text_tokens + args["img"].shape[1])
+        options.update(block_type=self.group, block_index=self.index)
+        if self.span_from_arguments:
+            text_tokens = args["txt"].shape[1]
+            options[JOINT_INFO_KEY] = (text_tokens, text_tokens + args["img"].shape[1])
         args = dict(args, transformer_options=options)
         return self.previous(args, extra) if self.previous is not None else extra["original_block"](args)
 
@@ -446,19 +455,22 @@ def install(model, layout, patch, selection, window, unet_attention="attn2"):
         return patched
     # A DiT that attends separately may still set a block type (Kandinsky 5): only tagged calls are its.
     kind = kind if layout.structure.separate_attention else "joint"
+    leading = patched.get_model_object(f"diffusion_model.{layout.structure.leading_tokens}").shape[1] \
+        if layout.structure.leading_tokens else 0
     override = DitAttentionOverride(patch, selection, window, options.get("optimized_attention_override"), kind,
-                                    layout.structure.image_first)
+                                    layout.structure.image_first, leading)
     options["optimized_attention_override"] = override
     options[OVERRIDES_KEY] = options.get(OVERRIDES_KEY, ()) + (override,)
     if _reinstall_overrides not in patched.get_all_callbacks(comfy.patcher_extension.CallbacksMP.ON_PREPARE_STATE):
         patched.add_callback_with_key(comfy.patcher_extension.CallbacksMP.ON_PREPARE_STATE, WRAPPER_KEY, _reinstall_overrides)
     structure = layout.structure
-    if structure.text_span == TEXT_FROM_BLOCK_ARGUMENTS:
+    if structure.blocks_untold:
         existing = options.get("patches_replace", {}).get("dit", {})
         for group, number in sorted(layout.all_blocks()):
-            key = ("double_block", number)
-            patched.set_model_patch_replace(JointBlockInfo(number, existing.get(key)), "dit", *key)
-    elif structure.text_span == TEXT_FROM_EMBEDDING:
+            key = (f"{group}_block", number)
+            info = JointBlockInfo(group, number, existing.get(key), structure.text_span == TEXT_FROM_BLOCK_ARGUMENTS)
+            patched.set_model_patch_replace(info, "dit", *key)
+    if structure.text_span == TEXT_FROM_EMBEDDING:
         name = f"diffusion_model.{structure.text_method}"
         if not isinstance(patched.get_model_object(name), TextSpanFromEmbedding):
             patched.add_object_patch(name, TextSpanFromEmbedding(patched.get_model_object(name)))

@@ -81,20 +81,21 @@ def gag(dense, sparse, scale, eta, zeta, cap):
 
 
 def guidance_delta(q, k, v, rule, alpha, strength=1.0, mask=None, scale=None, text_tokens=None, all_keys=False,
-                   image_first=False):
+                   image_first=False, leading_tokens=0):
     """What guidance adds to the plain attention output.
 
     Cross-attention (text_tokens None): strength (rule(dense, sparse) - dense) over every key, all rows.
-    Joint attention: text_tokens queries and keys are text, the first ones or, image_first, the last
-    ones; text rows get 0, image rows strength m (rule(d_t, s_t) - d_t) over the text keys (m: the
-    dense mass on them), or with all_keys strength (rule(d, s) - d) over the whole row. (B, H, Lq, D).
+    Joint attention: text_tokens queries and keys are text, the first ones after leading_tokens
+    others or, image_first, the last ones; the image is the rest after (before) the text. Image rows
+    get strength m (rule(d_t, s_t) - d_t) over the text keys (m: the dense mass on them), or with
+    all_keys strength (rule(d, s) - d) over the whole row; the other rows 0. (B, H, Lq, D).
     """
     if text_tokens is None:
         dense, sparse, _ = dense_sparse(q, k, v, alpha, mask, scale)
         return strength * (rule(dense, sparse) - dense)
     length = q.shape[2]
-    text = slice(length - text_tokens, length) if image_first else slice(0, text_tokens)
-    image = slice(0, length - text_tokens) if image_first else slice(text_tokens, length)
+    text = slice(length - text_tokens, length) if image_first else slice(leading_tokens, leading_tokens + text_tokens)
+    image = slice(0, length - text_tokens) if image_first else slice(text.stop, length)
     image_mask = mask[..., image, :] if mask is not None and mask.shape[-2] == length else mask
     dense, sparse, mass = dense_sparse(q[:, :, image], k, v, alpha, image_mask, scale, slice(None) if all_keys else text)
     weight = 1.0 if all_keys else mass

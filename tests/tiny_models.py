@@ -15,7 +15,7 @@ FAMILIES = ("sd15", "sdxl", "sd3", "flux", "flux2", "qwen_image")
 NEWER_FAMILIES = {"z_image": (0, 33, 0), "krea2": (0, 33, 0), "anima": (0, 33, 0), "kandinsky5": (0, 33, 0),
                   "lens": (0, 33, 0)}
 # Every family the integration tests run (the fixture skips those a tree cannot patch).
-ALL_FAMILIES = FAMILIES + ("chroma", "cosmos_predict2") + tuple(NEWER_FAMILIES)
+ALL_FAMILIES = FAMILIES + ("chroma", "cosmos_predict2", "auraflow") + tuple(NEWER_FAMILIES)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -125,6 +125,14 @@ SPECS = {
             patch=2, channels=16, txtlayers=2, txtheads=2, txtkvheads=2,
         ),
         (16, 1, 16, 16), 128, 0,
+    ),
+    # AuraFlow: double then single layers, neither telling its attention calls their block; eight
+    # learned register tokens before the text in every joint call; T5 text of the real width.
+    "auraflow": FamilySpec(
+        "AuraFlow",
+        dict(cond_seq_dim=2048, dim=64, n_layers=3, n_double_layers=1, n_heads=2, global_conddim=64, max_seq=1024,
+             patch_size=2, in_channels=4, out_channels=4),
+        (4, 16, 16), 2048, 0,
     ),
     # Cosmos-Predict2: image self-attention and a separate cross-attention to the text in every block,
     # neither call told its kind; text of T5's width, zero-padded to 512 tokens by the real encoder.

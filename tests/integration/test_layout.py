@@ -23,6 +23,7 @@ EXPECTED_BLOCKS = {
     "anima": "block 0-1",
     "kandinsky5": "block 0-1",
     "lens": "double 0-1",
+    "auraflow": "double 0, single 0-1",
 }
 
 

@@ -77,7 +77,7 @@ INPUT_CASES = [
     ("GAGAttentionGuidanceAdvanced", "alpha", 2.0, dict(alpha=2.0), ("sd15", "flux")),
     ("GAGAttentionGuidanceAdvanced", "guide_keys", "all keys", dict(all_keys=True), ("flux", "z_image", "krea2", "lens")),
     ("GAGAttentionGuidanceAdvanced", "cap", "absolute", dict(cap="absolute"), ("sd15", "flux")),
-    ("PLADISAttentionGuidance", "scale", 1.7, dict(scale=1.7), ("sd15", "flux", "z_image", "krea2", "anima")),
+    ("PLADISAttentionGuidance", "scale", 1.7, dict(scale=1.7), ("sd15", "flux", "z_image", "krea2", "anima", "auraflow")),
     ("PLADISAttentionGuidance", "alpha", 2.0, dict(alpha=2.0), ("sd15", "flux")),
     ("AttentionCirculationControl", "alpha", 1.3, dict(alpha=1.3), ("sd15", "flux", "kandinsky5")),
     ("AttentionCirculationControl", "beta", 1.5, dict(beta=1.5), ("sd15", "flux", "z_image", "krea2", "cosmos_predict2")),
@@ -241,9 +241,10 @@ class SharedOnCopy:
 class OverrideRecorder(SharedOnCopy):
     """An attention override on top of the pack's: each call's arguments, output and plain output."""
 
-    def __init__(self, inner, sites):
+    def __init__(self, inner, sites, leading):
         self.inner = inner
         self.sites = sites
+        self.leading = leading
         self.calls = []
 
     def __call__(self, func, *args, **kwargs):
@@ -253,7 +254,7 @@ class OverrideRecorder(SharedOnCopy):
         # the pack itself adds for some families (SD3).
         block, kind = self.sites[len(self.calls) % len(self.sites)]
         self.calls.append(dict(args=args, kwargs=kwargs, output=output, plain=func(*args, **kwargs), block=block,
-                               kind=kind, sigma=float(options["sigmas"][0])))
+                               kind=kind, leading=self.leading, sigma=float(options["sigmas"][0])))
         return output
 
 
@@ -326,6 +327,8 @@ def _joint_blocks(dit):
         return [("double", i) for i in range(len(dit.double_blocks))] + [("single", i) for i in range(len(dit.single_blocks))]
     if hasattr(dit, "joint_blocks"):
         return [("double", i) for i, block in enumerate(dit.joint_blocks) for _ in range(1 + block.x_block.x_block_self_attn)]
+    if hasattr(dit, "double_layers"):  # AuraFlow
+        return [("double", i) for i in range(len(dit.double_layers))] + [("single", i) for i in range(len(dit.single_layers))]
     return [("double", i) for i in range(len(dit.transformer_blocks))]
 
 
@@ -348,7 +351,10 @@ def captured(node_id, family, model, inputs, attn="attn2", **sampling):
     else:
         patched = run_node(node_classes[node_id], model=base, **inputs)[0].clone()
         options = patched.model_options["transformer_options"]
-        recorder = OverrideRecorder(options.get("optimized_attention_override"), dit_calls(base))
+        # AuraFlow's learned register tokens come before the text in every joint call.
+        registers = getattr(base.model.diffusion_model, "register_tokens", None)
+        recorder = OverrideRecorder(options.get("optimized_attention_override"), dit_calls(base),
+                                    0 if registers is None else registers.shape[1])
         options["optimized_attention_override"] = recorder
         calls = recorder.calls
     sample(patched, family, cfg=1.0, cond_tokens=TEXT_TOKENS, **sampling)  # sampling: steps, extra_conditioning
@@ -385,9 +391,9 @@ def oracle_output(expect, call, layer_input=None):
             reference = dict(x=layer_input["x"], w_v=layer_input["w_v"], b_v=layer_input["b_v"])
         return layout(oracle.circulation(q, k, v, expect.alpha, expect.beta, adaptive=expect.adaptive,
                                          adapt_beta=expect.adapt_beta, **reference))
-    text = None if "q" in call or call["kind"] == "cross" else q.shape[2] - IMAGE_TOKENS
+    text = None if "q" in call or call["kind"] == "cross" else q.shape[2] - IMAGE_TOKENS - call["leading"]
     delta = oracle.guidance_delta(q, k, v, expect.rule(), expect.alpha, expect.strength, mask=mask_of(call),
-                                  text_tokens=text, all_keys=expect.all_keys,
+                                  text_tokens=text, all_keys=expect.all_keys, leading_tokens=call.get("leading", 0),
                                   image_first=call.get("kind") == "image-first joint")
     return plain_of(call).double() + layout(delta)
 
@@ -407,9 +413,9 @@ def assert_text_rows_untouched(expect, call):
     if expect.method == "circulation" or "q" in call or call["kind"] == "cross":
         return
     row_dim = 2 if call["kwargs"].get("skip_output_reshape", False) else 1
-    text = call["output"].shape[row_dim] - IMAGE_TOKENS
+    others = call["output"].shape[row_dim] - IMAGE_TOKENS  # text, and registers before it
     start = IMAGE_TOKENS if call["kind"] == "image-first joint" else 0
-    assert torch.equal(call["output"].narrow(row_dim, start, text), call["plain"].narrow(row_dim, start, text)), \
+    assert torch.equal(call["output"].narrow(row_dim, start, others), call["plain"].narrow(row_dim, start, others)), \
         f"{call['block']}: text query rows changed"
 
 
@@ -516,6 +522,7 @@ LAYER_CASES = [
     ("anima", "blocks 0", {("block", 0)}),
     ("kandinsky5", "block 1", {("block", 1)}),
     ("lens", "double 1", {("double", 1)}),
+    ("auraflow", "double 0, single 1", {("double", 0), ("single", 1)}),
 ]
 
 
@@ -542,7 +549,7 @@ def test_start_and_end_percent_bound_the_steps_that_are_patched(node_classes, ti
 
 
 @pytest.mark.parametrize("family", ["sd15", "sdxl", "flux", "flux2", "chroma", "sd3", "qwen_image", "z_image", "krea2",
-                                    "cosmos_predict2", "anima", "kandinsky5", "lens"])
+                                    "cosmos_predict2", "anima", "kandinsky5", "lens", "auraflow"])
 @pytest.mark.parametrize("node_id", ["GAGAttentionGuidance", "AttentionCirculationControl"])
 def test_default_blocks_per_family(node_classes, tiny_model, node_id, family):
     """Empty `layers`: guidance patches every cross-attention block of a UNet but the middle one and
