@@ -66,7 +66,7 @@ def calls(kind, batch, heads, text, image, dim, device, dtype, seed):
         extra = {"n_heads": heads, "dim_head": dim, "block": ("input", 4), patching.CALL_INFO_KEY: info}
         return (lambda: comfy_attention.optimized_attention(q, k, v, heads)), (lambda: patch(q, k, v, extra))
     q, k, v = (torch.randn(batch, heads, text + image, dim, generator=generator).to(device, dtype) for _ in range(3))
-    override = patching.DitAttentionOverride(gag_rule(), {("double", 0)}, window, None, "cross")
+    override = patching.DitAttentionOverride(gag_rule(), {("double", 0)}, window, None, "joint")
     options = {patching.CALL_INFO_KEY: info, "block_type": "double", "block_index": 0}
     attention = comfy_attention.attention_pytorch
     return ((lambda: attention(q, k, v, heads, skip_reshape=True)),
@@ -89,6 +89,9 @@ def seconds(fn, device):
 def measure(shape, device, dtype, trials, warmup):
     name, kind, batch, heads, text, image, dim, _ = shape
     unpatched, patched = calls(kind, batch, heads, text, image, dim, device, dtype, seed=0)
+    # A patch that does not act would be timed as a free one.
+    if torch.equal(unpatched(), patched()):
+        raise RuntimeError(f"{name}: the patched call returned the unpatched output, so it measured no guidance")
     for _ in range(warmup):
         unpatched(), patched()
     times = {"unpatched": [], "patched": []}
