@@ -28,6 +28,15 @@ class FamilySpec:
     min_context_tokens: int = 1
 
 
+# The DiT of Cosmos-Predict2 and Anima (its settings as ComfyUI's detection gives the 2B one), tiny.
+_COSMOS_DIT = dict(
+    max_img_h=240, max_img_w=240, max_frames=128, in_channels=16, out_channels=16, patch_spatial=2, patch_temporal=1,
+    concat_padding_mask=True, model_channels=64, num_blocks=2, num_heads=2, crossattn_emb_channels=1024,
+    pos_emb_cls="rope3d", pos_emb_learnable=True, pos_emb_interpolation="crop", min_fps=1, max_fps=30,
+    use_adaln_lora=True, adaln_lora_dim=16, rope_h_extrapolation_ratio=4.0, rope_w_extrapolation_ratio=4.0,
+    rope_t_extrapolation_ratio=1.0, extra_per_block_abs_pos_emb=False,
+)
+
 SPECS = {
     "sd15": FamilySpec(
         "SD15",
@@ -136,32 +145,11 @@ SPECS = {
     ),
     # Cosmos-Predict2: image self-attention and a separate cross-attention to the text in every block,
     # neither call told its kind; text of T5's width, zero-padded to 512 tokens by the real encoder.
-    "cosmos_predict2": FamilySpec(
-        "CosmosT2IPredict2",
-        dict(
-            image_model="cosmos_predict2", max_img_h=240, max_img_w=240, max_frames=128, in_channels=16,
-            out_channels=16, patch_spatial=2, patch_temporal=1, concat_padding_mask=True, model_channels=64,
-            num_blocks=2, num_heads=2, crossattn_emb_channels=1024, pos_emb_cls="rope3d",
-            pos_emb_learnable=True, pos_emb_interpolation="crop", min_fps=1, max_fps=30, use_adaln_lora=True,
-            adaln_lora_dim=16, rope_h_extrapolation_ratio=4.0, rope_w_extrapolation_ratio=4.0,
-            rope_t_extrapolation_ratio=1.0, extra_per_block_abs_pos_emb=False,
-        ),
-        (16, 1, 16, 16), 1024, 0,
-    ),
+    "cosmos_predict2": FamilySpec("CosmosT2IPredict2", dict(_COSMOS_DIT, image_model="cosmos_predict2"),
+                                  (16, 1, 16, 16), 1024, 0),
     # Anima (ComfyUI 0.33): Cosmos-Predict2's DiT behind a text adapter of fixed size (about 0.1B
     # parameters), which runs on the conditioning before sampling when token ids come with it.
-    "anima": FamilySpec(
-        "Anima",
-        dict(
-            image_model="anima", max_img_h=240, max_img_w=240, max_frames=128, in_channels=16,
-            out_channels=16, patch_spatial=2, patch_temporal=1, concat_padding_mask=True, model_channels=64,
-            num_blocks=2, num_heads=2, crossattn_emb_channels=1024, pos_emb_cls="rope3d",
-            pos_emb_learnable=True, pos_emb_interpolation="crop", min_fps=1, max_fps=30, use_adaln_lora=True,
-            adaln_lora_dim=16, rope_h_extrapolation_ratio=4.0, rope_w_extrapolation_ratio=4.0,
-            rope_t_extrapolation_ratio=1.0, extra_per_block_abs_pos_emb=False,
-        ),
-        (16, 1, 16, 16), 1024, 0,
-    ),
+    "anima": FamilySpec("Anima", dict(_COSMOS_DIT, image_model="anima"), (16, 1, 16, 16), 1024, 0),
     # Kandinsky 5 Image (ComfyUI 0.33): text-encoder blocks over the text, then visual blocks with
     # self-attention and cross-attention to the text, all told block type "double"; Qwen2.5-VL text
     # and a CLIP-L pooled vector of the real widths.
