@@ -76,6 +76,11 @@ MODELS = {
     # image_chroma_text_to_image.json (VAE: ae.safetensors)
     "Chroma1-HD-fp8mixed.safetensors": ("diffusion_models", "https://huggingface.co/Comfy-Org/Chroma1-HD_repackaged/resolve/main/split_files/diffusion_models/Chroma1-HD-fp8mixed.safetensors"),
     "t5xxl_fp8_e4m3fn_scaled.safetensors": ("text_encoders", "https://huggingface.co/comfyanonymous/flux_text_encoders/resolve/main/t5xxl_fp8_e4m3fn_scaled.safetensors"),
+    # image_anima_base_v1.json. Its VAE is Qwen-Image's qwen_image_vae.safetensors, which that
+    # template links from Anima's own repository; one name has one entry here, so the Qwen-Image link
+    # above stands.
+    "anima-base-v1.0.safetensors": ("diffusion_models", "https://huggingface.co/circlestone-labs/Anima/resolve/main/split_files/diffusion_models/anima-base-v1.0.safetensors"),
+    "qwen_3_06b_base.safetensors": ("text_encoders", "https://huggingface.co/circlestone-labs/Anima/resolve/main/split_files/text_encoders/qwen_3_06b_base.safetensors"),
 }
 
 
@@ -188,8 +193,8 @@ def flux1_graph(unet, steps, guidance, prefix):
 
 WORKFLOWS = {}
 MADE_FOR = {}  # workflow -> the oldest ComfyUI version whose server it is built against
-# The version whose templates the Z-Image, Krea 2, FLUX.2 Klein, Chroma1-HD and Qwen-Image-Edit
-# workflows follow.
+# The version whose templates the Z-Image, Krea 2, FLUX.2 Klein, Chroma1-HD, Qwen-Image-Edit and
+# Anima workflows follow.
 NEWER_COMFYUI = (0, 33, 0)
 
 
@@ -462,6 +467,30 @@ workflow("chroma_gag", [
         "noise": "noise", "guider": "guider", "sampler": "sampler_select", "sigmas": "scheduler",
         "latent_image": "latent"}),
     **decode_and_save(("sampler", "output"), "vae", "gag/chroma"),
+}, made_for=NEWER_COMFYUI)
+
+# Anima's template negative: the model was trained with score tags, so the low scores go here.
+ANIMA_NEGATIVE = "worst quality, low quality, score_1, score_2, score_3, blurry, jpeg artifacts, sepia"
+
+workflow("anima_gag", [
+    note(models_section("anima-base-v1.0.safetensors", "qwen_3_06b_base.safetensors",
+                        "qwen_image_vae.safetensors"), "Models"),
+    note("## Settings\nAnima Base v1.0 as ComfyUI's Anima Base v1 text-to-image template: 1024x1024, 30 steps, "
+         "CFG 4 (with the template's negative prompt), euler / simple, no ModelSampling node (the model's "
+         "built-in shift 3 holds). Anima is trained for anime and illustration, not photographs. The template's optional "
+         "turbo LoRA (8 steps, CFG 1; off there by default) is left out; to use it, put a "
+         "LoraLoaderModelOnly between Load Diffusion Model and the GAG node. Needs ComfyUI 0.33 or later: "
+         "GAG patches Anima from that version on.\n\n" + GAG_SETTINGS, "Settings"),
+], {
+    "unet": Node("UNETLoader", {"unet_name": "anima-base-v1.0.safetensors"}),
+    "clip": Node("CLIPLoader", {"clip_name": "qwen_3_06b_base.safetensors", "type": "stable_diffusion"}),
+    "vae": Node("VAELoader", {"vae_name": "qwen_image_vae.safetensors"}),
+    "gag": Node("GAGAttentionGuidance", links={"model": "unet"}),
+    **prompt_pair("clip", negative=ANIMA_NEGATIVE),
+    "latent": Node("EmptyLatentImage", {"width": 1024, "height": 1024}),
+    "sampler": Node("KSampler", {"seed": SEED, "steps": 30, "cfg": 4.0, "sampler_name": "euler", "scheduler": "simple"},
+                    {"model": "gag", "positive": "positive", "negative": "negative", "latent_image": "latent"}),
+    **decode_and_save("sampler", "vae", "gag/anima"),
 }, made_for=NEWER_COMFYUI)
 
 

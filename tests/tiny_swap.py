@@ -4,9 +4,9 @@ The swap is made on the API-format prompt, so the shipped JSON stays as it is: c
 tiny checkpoint files (tiny_files.py), diffusion models of families that cannot be made small as
 files -> GAGTestTinyModel, text encoders -> GAGTestConditioning (an edit model's, which also reads
 an image, -> GAGTestConditioning with the image's latent as ReferenceLatent), VAE files -> a tiny
-TAESD of the same latent channels (FLUX.2, Qwen-Image and Krea 2, which have none, save their
-latent instead, and encode images with GAGTestLatent), loaded images -> a plain EmptyImage, LoRAs ->
-bypassed; sizes shrunk and steps capped so a workflow runs in seconds on CPU. Used by the
+TAESD of the same latent channels (FLUX.2, Qwen-Image, Krea 2 and Anima, which have none, save
+their latent instead, and encode images with GAGTestLatent), loaded images -> a plain EmptyImage,
+LoRAs -> bypassed; sizes shrunk and steps capped so a workflow runs in seconds on CPU. Used by the
 workflow tests and by the main job when no real checkpoint is given.
 """
 import json
@@ -31,6 +31,7 @@ FAMILY = {
     "krea2_turbo_gag": "krea2",
     "flux2_klein_gag": "flux2",
     "chroma_gag": "chroma",
+    "anima_gag": "anima",
 }
 # Families whose tiny checkpoint files CheckpointLoaderSimple loads (tiny_files.CHECKPOINTS).
 CHECKPOINT_FAMILY = {"sd15": "sd15", "sdxl": "sdxl", "sd3": "sd3"}
@@ -38,8 +39,9 @@ CHECKPOINT_FAMILY = {"sd15": "sd15", "sdxl": "sdxl", "sd3": "sd3"}
 # Z-Image and Chroma use too).
 TINY_VAE = {"flux": "taesd3", "z_image": "taesd3", "chroma": "taesd3"}
 # No tiny VAE takes FLUX.2's 128-channel latents or the 5-D video-VAE latents of Qwen-Image's VAE
-# (Krea 2 uses it too): these workflows save the latent instead of decoding it.
-LATENT_ONLY = {"flux2", "qwen_image", "krea2"}
+# (the Wan 2.1 VAE, which Krea 2 and Anima use too): these workflows save the latent instead of
+# decoding it.
+LATENT_ONLY = {"flux2", "qwen_image", "krea2", "anima"}
 # Text encoders that also read an image (edit models): the image's latent goes into the
 # conditioning as a reference.
 IMAGE_TEXT_ENCODERS = {"TextEncodeQwenImageEdit"}

@@ -6,9 +6,9 @@
   same family. The swap is made on the API-format prompt, the shipped JSON stays as it is:
   checkpoints -> tiny checkpoint files (tests/tiny_files.py), diffusion models of families that
   cannot be made small as files -> GAGTestTinyModel, text encoders -> GAGTestConditioning, VAE
-  files -> a tiny TAESD of the same latent channels (FLUX.2, Qwen-Image and Krea 2, which have
-  none, save their latent instead), loaded images -> EmptyImage, LoRAs -> bypassed; sizes shrunk
-  to 128 px and steps capped at 2.
+  files -> a tiny TAESD of the same latent channels (FLUX.2, Qwen-Image, Krea 2 and Anima, which
+  have none, save their latent instead), loaded images -> EmptyImage, LoRAs -> bypassed; sizes
+  shrunk to 128 px and steps capped at 2.
 
 Workflows saved on a newer ComfyUI than the server's are skipped where they use what the server
 lacks (node types, inputs, options), and their runs where the pack patches their model family
