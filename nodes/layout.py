@@ -17,7 +17,9 @@ _GROUP_ALIASES = {"joint": "double", "blocks": "block", "in": "input", "mid": "m
 
 # Where a DiT's joint attention calls learn how many of their leading tokens are text:
 TEXT_FROM_CONDITIONING = "conditioning"  # the text conditioning's length (FLUX, Qwen-Image)
-TEXT_FROM_BLOCK_ARGUMENTS = "block arguments"  # a block-replace wrapper reads each double block's text and image inputs (SD3)
+# A block-replace wrapper reads the text and image inputs of each block that takes them apart (SD3; FLUX's
+# double blocks, its single blocks then as TEXT_FROM_IMG_SLICE or else the conditioning).
+TEXT_FROM_BLOCK_ARGUMENTS = "block arguments"
 TEXT_FROM_EMBEDDING = "embedding"  # the model's own token embedding step returns the padded text length (Z-Image)
 TEXT_FROM_IMG_SLICE = "img_slice"  # the model says it in transformer_options["img_slice"] (Krea 2; FLUX single blocks on 0.33)
 
@@ -55,8 +57,9 @@ class DitStructure:
 # transformer_options["reference_image_num_tokens"] where a model appends them.
 DIT_STRUCTURES = (
     # JoyImage (double blocks only) looks alike but puts the image first and says nothing of its references.
-    DitStructure("FLUX.1, FLUX.2 (Klein), Chroma", ("double_blocks", "single_blocks"),
-                 (("double", "double_blocks"), ("single", "single_blocks"))),
+    # The double blocks' inputs hold the text apart (HunyuanImage joins glyph text to it inside the model).
+    DitStructure("FLUX.1, FLUX.2 (Klein), Chroma, HunyuanImage 2.1", ("double_blocks", "single_blocks"),
+                 (("double", "double_blocks"), ("single", "single_blocks")), TEXT_FROM_BLOCK_ARGUMENTS),
     DitStructure("Qwen-Image", ("transformer_blocks", "txt_in", "pe_embedder"), (("double", "transformer_blocks"),)),
     DitStructure("Lens", ("transformer_blocks", "selected_layer_index"), (("double", "transformer_blocks"),),
                  image_first=True),

@@ -358,9 +358,10 @@ class UnetAttentionReplace(SharedOnCopy):
 
 
 class JointBlockInfo(SharedOnCopy):
-    """DiT block-replace wrapper for models whose attention calls carry no block information (SD3's
-    MMDiT, AuraFlow): it adds the block type and index and, ``span_from_arguments``, the (text,
-    total) token counts of the joint call read off the block's text and image inputs."""
+    """DiT block-replace wrapper: it adds the block type and index, which some models do not tell
+    their attention calls (SD3's MMDiT, AuraFlow), and, ``span_from_arguments``, the (text, total)
+    token counts of the joint call read off the block's text and image inputs where it takes them
+    apart (a single-stream block takes them joined)."""
 
     def __init__(self, group, index, previous, span_from_arguments):
         self.group = group
@@ -371,7 +372,7 @@ class JointBlockInfo(SharedOnCopy):
     def __call__(self, args, extra):
         options = dict(args.get("transformer_options") or {})
         options.update(block_type=self.group, block_index=self.index)
-        if self.span_from_arguments:
+        if self.span_from_arguments and "txt" in args:
             text_tokens = args["txt"].shape[1]
             options[JOINT_INFO_KEY] = (text_tokens, text_tokens + args["img"].shape[1])
         args = dict(args, transformer_options=options)
@@ -464,7 +465,7 @@ def install(model, layout, patch, selection, window, unet_attention="attn2"):
     if _reinstall_overrides not in patched.get_all_callbacks(comfy.patcher_extension.CallbacksMP.ON_PREPARE_STATE):
         patched.add_callback_with_key(comfy.patcher_extension.CallbacksMP.ON_PREPARE_STATE, WRAPPER_KEY, _reinstall_overrides)
     structure = layout.structure
-    if structure.blocks_untold:
+    if structure.blocks_untold or structure.text_span == TEXT_FROM_BLOCK_ARGUMENTS:
         existing = options.get("patches_replace", {}).get("dit", {})
         for group, number in sorted(layout.all_blocks()):
             key = (f"{group}_block", number)

@@ -15,7 +15,7 @@ FAMILIES = ("sd15", "sdxl", "sd3", "flux", "flux2", "qwen_image")
 NEWER_FAMILIES = {"z_image": (0, 33, 0), "krea2": (0, 33, 0), "anima": (0, 33, 0), "kandinsky5": (0, 33, 0),
                   "lens": (0, 33, 0)}
 # Every family the integration tests run (the fixture skips those a tree cannot patch).
-ALL_FAMILIES = FAMILIES + ("chroma", "cosmos_predict2", "auraflow") + tuple(NEWER_FAMILIES)
+ALL_FAMILIES = FAMILIES + ("chroma", "hunyuan_image", "cosmos_predict2", "auraflow") + tuple(NEWER_FAMILIES)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -135,6 +135,18 @@ SPECS = {
         ),
         (16, 1, 16, 16), 128, 0,
     ),
+    # HunyuanImage 2.1: FLUX-like double and single blocks over the text, then the image; glyph text
+    # (byT5, 1472 wide) joins the Qwen2.5-VL text inside the model when the prompt quotes text.
+    "hunyuan_image": FamilySpec(
+        "HunyuanImage21",
+        dict(
+            image_model="hunyuan_video", in_channels=64, out_channels=64, patch_size=[1, 1], vec_in_dim=None,
+            axes_dim=[16, 16], context_in_dim=3584, hidden_size=64, mlp_ratio=4.0, num_heads=2, depth=2,
+            depth_single_blocks=2, theta=256, qkv_bias=True, byt5=True, guidance_embed=False, meanflow=False,
+            use_cond_type_embedding=False, vision_in_dim=None,
+        ),
+        (64, 8, 8), 3584, 0,
+    ),
     # AuraFlow: double then single layers, neither telling its attention calls their block; eight
     # learned register tokens before the text in every joint call; T5 text of the real width.
     "auraflow": FamilySpec(
@@ -213,6 +225,7 @@ _REQUIRED_BY_NEWER_TREES = {
     "flux": ("comfy.ldm.flux.model", "FluxParams", {"txt_ids_dims": []}),  # ComfyUI 0.3.77 and later
     "flux2": ("comfy.ldm.flux.model", "FluxParams", {"txt_ids_dims": [3]}),
     "chroma": ("comfy.ldm.chroma.model", "ChromaParams", {"txt_ids_dims": [], "vec_in_dim": None}),
+    "hunyuan_video": ("comfy.ldm.hunyuan_video.model", "HunyuanVideoParams", {"meanflow_sum": False}),
 }
 
 

@@ -17,6 +17,7 @@ EXPECTED_BLOCKS = {
     "flux2": "double 0-1, single 0-1",
     "qwen_image": "double 0-1",
     "chroma": "double 0-1, single 0-1",
+    "hunyuan_image": "double 0-1, single 0-1",
     "z_image": "double 0-1",
     "krea2": "single 0-1",
     "cosmos_predict2": "block 0-1",

@@ -94,12 +94,13 @@ GUIDANCE_NODES = {"GAGAttentionGuidance", "GAGAttentionGuidanceAdvanced", "PLADI
 
 def patched_by_default(node_id, block):
     """UNet guidance leaves the middle block alone (PLADIS' choice); Z-Image's text-only and image-only
-    refiners, Krea 2's text fusion and Kandinsky 5's text encoder have no text and image to relate;
+    refiners, Krea 2's text fusion, Kandinsky 5's text encoder and HunyuanImage's text refiner have no
+    text and image to relate;
     every other block is patched."""
     return not (node_id in GUIDANCE_NODES and block[0] == "middle") and block[0] not in TEXT_OR_IMAGE_ONLY
 
 
-TEXT_OR_IMAGE_ONLY = {"context refiner", "noise refiner", "text fusion", "text encoder"}
+TEXT_OR_IMAGE_ONLY = {"context refiner", "noise refiner", "text fusion", "text encoder", "text refiner"}
 
 
 def not_for(expect, call):
@@ -323,6 +324,10 @@ def _joint_blocks(dit):
     if hasattr(dit, "context_refiner"):  # Z-Image: text-only and image-only refiners attend before the main layers
         return ([("context refiner", i) for i in range(len(dit.context_refiner))]
                 + [("noise refiner", i) for i in range(len(dit.noise_refiner))] + [("double", i) for i in range(len(dit.layers))])
+    refiner = getattr(getattr(dit, "txt_in", None), "individual_token_refiner", None)
+    if refiner is not None:  # HunyuanImage: its text refiner attends over the text first
+        return ([("text refiner", i) for i in range(len(refiner.blocks))] + [("double", i) for i in range(len(dit.double_blocks))]
+                + [("single", i) for i in range(len(dit.single_blocks))])
     if hasattr(dit, "double_blocks"):
         return [("double", i) for i in range(len(dit.double_blocks))] + [("single", i) for i in range(len(dit.single_blocks))]
     if hasattr(dit, "joint_blocks"):
@@ -514,6 +519,7 @@ LAYER_CASES = [
     ("flux", "double 1, single 0", {("double", 1), ("single", 0)}),
     ("flux2", "single 1", {("single", 1)}),
     ("chroma", "double 0, single 1", {("double", 0), ("single", 1)}),
+    ("hunyuan_image", "double 1, single 0", {("double", 1), ("single", 0)}),
     ("sd3", "double 1", {("double", 1)}),
     ("qwen_image", "joint 0", {("double", 0)}),
     ("z_image", "double 1", {("double", 1)}),
@@ -548,7 +554,8 @@ def test_start_and_end_percent_bound_the_steps_that_are_patched(node_classes, ti
     check_calls(calls, DEFAULTS[node_id], lambda block: patched_by_default(node_id, block), window)
 
 
-@pytest.mark.parametrize("family", ["sd15", "sdxl", "flux", "flux2", "chroma", "sd3", "qwen_image", "z_image", "krea2",
+@pytest.mark.parametrize("family", ["sd15", "sdxl", "flux", "flux2", "chroma", "hunyuan_image", "sd3", "qwen_image",
+                                    "z_image", "krea2",
                                     "cosmos_predict2", "anima", "kandinsky5", "lens", "auraflow"])
 @pytest.mark.parametrize("node_id", ["GAGAttentionGuidance", "AttentionCirculationControl"])
 def test_default_blocks_per_family(node_classes, tiny_model, node_id, family):
@@ -625,6 +632,24 @@ def test_reference_image_rows_stay_untouched(node_classes, tiny_model):
         expected = plain[:, generated].double() + delta[:, :, generated].transpose(1, 2).reshape(plain[:, generated].shape)
         tolerance = assert_matches(output[:, generated], expected, f"call {index} {call['block']}")
         assert (expected - plain[:, generated].double()).abs().max() > 100 * tolerance
+
+
+GLYPH_TOKENS = 10
+
+
+@pytest.mark.parametrize("node_id", ["GAGAttentionGuidanceAdvanced", "PLADISAttentionGuidance"])
+def test_glyph_text_joins_the_text_in_hunyuan_image(node_classes, tiny_model, node_id):
+    """HunyuanImage 2.1 joins glyph text (byT5) to the prompt's text inside the model, so its joint
+    calls hold more text than the conditioning: every token before the image is text, and the
+    double blocks' own inputs say where it ends (the single blocks', on ComfyUI 0.33)."""
+    if comfy_env.comfyui_version() < (0, 33, 0):
+        pytest.skip("ComfyUI 0.3.75's single blocks do not say where their text ends")
+    glyphs = torch.randn(1, GLYPH_TOKENS, 1472, generator=torch.Generator().manual_seed(10))
+    calls = captured(node_id, "hunyuan_image", (node_classes, tiny_model("hunyuan_image")), {}, steps=1,
+                     extra_conditioning={"conditioning_byt5small": glyphs})
+    joint = [call for call in calls if call["block"][0] in ("double", "single")]
+    assert joint and all(heads_first(call)[0][0].shape[2] == TEXT_TOKENS + GLYPH_TOKENS + IMAGE_TOKENS for call in joint)
+    check_calls(calls, DEFAULTS[node_id], lambda block: patched_by_default(node_id, block))
 
 
 def test_a_block_patch_installed_before_the_pack_still_runs_on_sd3(node_classes, tiny_model):
