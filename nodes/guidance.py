@@ -95,12 +95,8 @@ class GAGAttentionGuidance(io.ComfyNode):
             node_id="GAGAttentionGuidance",
             display_name="GAG Attention Guidance",
             category=CATEGORY,
-            description="Geometry-Aware Attention Guidance: makes each image region attend more decisively "
-            "to the prompt words that matter to it, with no extra model pass. Works with CFG and with "
-            "CFG 1 (Turbo, Lightning, DMD2, schnell). Each push is capped at 3% of the focused attention "
-            "output: on the pack's quality bench (tiny models, so the evidence is qualitative) that kept "
-            "94% or more of the pixels clean at scale 10 (adherence +0.04 [0.00, +0.09] on the UNet at CFG 1, "
-            "within noise elsewhere), where the paper's cap (which never bound) left 8% clean at scale 5 on the UNet.",
+            description="Makes each image region attend more decisively to the prompt words that matter to "
+            "it, with no extra model pass; works with CFG and at CFG 1 (Turbo, Lightning, DMD2, schnell).",
             inputs=[
                 io.Model.Input("model", tooltip="The diffusion model to guide (SD1.5, SDXL, FLUX, SD3, Qwen-Image, Z-Image)."),
                 gag_scale_input(),
@@ -124,11 +120,8 @@ class GAGAttentionGuidanceAdvanced(io.ComfyNode):
             node_id="GAGAttentionGuidanceAdvanced",
             display_name="GAG Attention Guidance (Advanced)",
             category=CATEGORY,
-            description="GAG with every setting exposed: the cap, the off-direction weight, sparsity, "
-            "blocks, and for FLUX/SD3/Qwen-Image which keys are guided. Quality bench (tiny models): "
-            "without a binding cap, scale 5-10 wrecked the UNet's images and cost the FLUX-class model "
-            "0.07-0.18 of its adherence; zeta above 0 made both worse; the relative cap 0.03 (default) kept "
-            "them clean.",
+            description="GAG with every setting exposed: strength, the cap, the sideways part, sparsity, the "
+            "blocks, and on joint-attention models which keys are guided.",
             inputs=[
                 io.Model.Input("model", tooltip="The diffusion model to guide."),
                 gag_scale_input(),
@@ -193,10 +186,8 @@ class PLADISAttentionGuidance(io.ComfyNode):
             node_id="PLADISAttentionGuidance",
             display_name="PLADIS Attention Guidance",
             category=CATEGORY,
-            description="PLADIS: extrapolates from plain toward sparse (focused) cross-attention. "
-            "The simpler special case of GAG; no extra model pass. Quality bench (tiny models): at CFG 1 "
-            "scale 2 raised adherence by +0.04 on both models; at CFG 3 it helped neither and cost the UNet "
-            "4% of its clean pixels, while scale 1 changed nothing measurable: the default is 1, try 2 at CFG 1.",
+            description="Extrapolates attention from plain toward sparse (focused), the simpler special case of "
+            "GAG, with no extra model pass; try scale 2 at CFG 1.",
             inputs=[
                 io.Model.Input("model", tooltip="The diffusion model to guide."),
                 io.Float.Input(

@@ -107,10 +107,9 @@ class AttentionGeometryProbe(io.ComfyNode):
             node_id="AttentionGeometryProbe",
             display_name="Attention Geometry Probe",
             category=CATEGORY,
-            description="Measures, per step and per block, what GAG/PLADIS and circulation control do: how "
-            "much of the guidance points along the retrieval direction, how often the cap binds, attention "
-            "symmetry and Hopfield energies. Put it after the pack's nodes, connect 'geometry' to an "
-            "Attention Geometry Plot. Costs nothing while 'geometry' is not connected.",
+            description="Measures, per step and block group, what the pack's guidance and circulation "
+            "nodes placed before it do to attention. Connect 'geometry' to an Attention Geometry Plot; "
+            "unconnected, it costs nothing.",
             inputs=[io.Model.Input("model", tooltip="A model patched by GAG, PLADIS or circulation control.")],
             outputs=[
                 io.Model.Output(tooltip="The same model, reporting its measurements to the probe."),

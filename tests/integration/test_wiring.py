@@ -140,6 +140,14 @@ def test_the_plot_node_runs_even_with_nothing_after_it(node_classes):
     assert node_classes["AttentionGeometryPlot"].define_schema().is_output_node is True
 
 
+def test_node_descriptions_say_what_the_node_does_in_one_or_two_sentences(node_classes):
+    """As ComfyUI's core nodes do; measured evidence, which goes stale, lives in the README."""
+    for node_class, schema in schemas(node_classes):
+        sentences = re.split(r"(?<=[.!?])\s+", schema.description.strip())
+        assert 1 <= len(sentences) <= 2, f"{node_class.__name__}: {len(sentences)} sentences"
+        assert not re.search(r"\d%|\[[-+]?\d", schema.description), f"{node_class.__name__} quotes measurements"
+
+
 @pytest.mark.skipif(not README.exists(), reason="this copy of the pack has no README.md (the mutation run's)")
 def test_display_names_are_the_ones_the_readme_lists(node_classes):
     nodes_section = README.read_text().split("\n## Nodes\n", 1)[1].split("\n## ", 1)[0]
