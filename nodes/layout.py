@@ -152,6 +152,7 @@ KNOWN_FAMILIES = {
     "FLUX.1 dev / schnell": "double 0-18, single 0-37",
     "FLUX.2 dev": "double 0-7, single 0-47",
     "Chroma": "double 0-18, single 0-37",
+    "HunyuanImage 2.1": "double 0-19, single 0-39",
     "SD3 / SD3.5 medium": "double 0-23",
     "SD3.5 large": "double 0-37",
     "Qwen-Image": "double 0-59",
