@@ -39,8 +39,11 @@ class DitStructure:
     ``image_first``: a joint call holds the generated image, then any reference images, then the
     text (the others: the text, then the generated image, then any reference images).
     ``leading_tokens``: the model attribute whose second axis counts tokens placed before the text
-    (AuraFlow's register tokens). ``blocks_untold``: the attention calls carry no block type or
-    index, so block-replace wrappers add them."""
+    (AuraFlow's register tokens). ``patch_size``: the model attribute holding the patch size by which
+    it cuts its latent into tokens, where the pack counts the generated image's tokens itself
+    because the model does not count the reference images that follow them (JoyImage).
+    ``blocks_untold``: the attention calls carry no block type or index, so block-replace wrappers
+    add them."""
 
     families: str
     marks: tuple
@@ -50,19 +53,22 @@ class DitStructure:
     separate_attention: tuple = ()
     image_first: bool = False
     leading_tokens: str = ""
+    patch_size: str = ""
     blocks_untold: bool = False
 
 
 # Every DiT structure the pack patches. Reference images are counted in
 # transformer_options["reference_image_num_tokens"] where a model appends them.
 DIT_STRUCTURES = (
-    # JoyImage (double blocks only) looks alike but puts the image first and says nothing of its references.
     # The double blocks' inputs hold the text apart (HunyuanImage joins glyph text to it inside the model).
     DitStructure("FLUX.1, FLUX.2 (Klein), Chroma, HunyuanImage 2.1", ("double_blocks", "single_blocks"),
                  (("double", "double_blocks"), ("single", "single_blocks")), TEXT_FROM_BLOCK_ARGUMENTS),
     DitStructure("Qwen-Image", ("transformer_blocks", "txt_in", "pe_embedder"), (("double", "transformer_blocks"),)),
     DitStructure("Lens", ("transformer_blocks", "selected_layer_index"), (("double", "transformer_blocks"),),
                  image_first=True),
+    # Double blocks only (FLUX's structure has single ones too): the image, its references, then the text.
+    DitStructure("JoyImage", ("double_blocks", "condition_embedder", "img_in"), (("double", "double_blocks"),),
+                 image_first=True, patch_size="patch_size"),
     DitStructure("SD3", ("joint_blocks",), (("double", "joint_blocks"),), TEXT_FROM_BLOCK_ARGUMENTS, blocks_untold=True),
     DitStructure("AuraFlow", ("double_layers", "single_layers", "register_tokens"),
                  (("double", "double_layers"), ("single", "single_layers")), leading_tokens="register_tokens",
@@ -162,6 +168,7 @@ KNOWN_FAMILIES = {
     "Cosmos-Predict2 14B": "block 0-35",
     "Lens": "double 0-47",
     "AuraFlow": "double 0-3, single 0-31",
+    "JoyImage": "double 0-19",
 }
 
 

@@ -19,6 +19,7 @@ add both.
 """
 import dataclasses
 import logging
+import math
 
 import comfy.ldm.modules.attention
 import comfy.model_patcher
@@ -43,6 +44,26 @@ class CallInfo:
 
     sigma: float
     text_tokens: int
+    latent_shape: tuple = ()  # the generated latent's shape after batch and channels
+
+
+@dataclasses.dataclass(frozen=True)
+class TokenOrder:
+    """Where a DiT's joint calls put their tokens, beyond what each call tells: the text after the
+    image (``image_first``), ``leading`` tokens before the text (AuraFlow's registers), and the
+    ``patch`` size by which the generated image's tokens are counted from its latent, where the model
+    counts no reference images that sit between them and the text (JoyImage)."""
+
+    image_first: bool = False
+    leading: int = 0
+    patch: tuple = ()
+
+    def image_tokens(self, info, length, text_tokens, reference_tokens):
+        """How many tokens of a joint call of ``length`` are the generated image."""
+        if not self.patch:
+            return length - self.leading - text_tokens - reference_tokens
+        sizes = info.latent_shape[len(info.latent_shape) - len(self.patch):]
+        return math.prod(-(-size // step) for size, step in zip(sizes, self.patch))
 
 
 @dataclasses.dataclass(frozen=True)
@@ -119,6 +140,7 @@ def _record_call_info(executor, x, t, c_concat=None, c_crossattn=None, control=N
     info = CallInfo(
         sigma=float(t.max()),
         text_tokens=int(c_crossattn.shape[1]) if c_crossattn is not None and c_crossattn.ndim >= 2 else 0,
+        latent_shape=tuple(x.shape[2:]),
     )
     options = dict(transformer_options or {})
     options[CALL_INFO_KEY] = info
@@ -186,10 +208,9 @@ class SharedOnCopy:
 
 
 class DitAttentionOverride(SharedOnCopy):
-    """The attention override for DiT attention: the joint calls (``kind`` "joint"), with the text
-    first (after ``leading_tokens`` that are neither text nor image) or, ``image_first``, after the
-    image, or the separate self-attention ("self") or cross-attention ("cross") calls of DiTs that
-    make two.
+    """The attention override for DiT attention: the joint calls (``kind`` "joint"), their tokens
+    in the model's ``order``, or the separate self-attention ("self") or cross-attention ("cross")
+    calls of DiTs that make two.
 
     ``patch`` is either a "post" patch, ``patch.apply(call, output, row_logsumexp, output_is_plain)
     -> output`` rewriting the output of selected calls (GAG), or a "replace" patch, ``patch.attention(call) ->
@@ -204,20 +225,18 @@ class DitAttentionOverride(SharedOnCopy):
     (circulation's), or with another override below, it rewrites what those return.
     """
 
-    def __init__(self, patch, selection, window, previous, kind, image_first=False, leading_tokens=0):
+    def __init__(self, patch, selection, window, previous, kind, order=TokenOrder()):
         self.patch = patch
         self.selection = selection
         self.window = window
         self.previous = previous
         self.kind = kind
-        self.image_first = image_first
-        self.leading_tokens = leading_tokens
+        self.order = order
         self._logged_reasons = set()
 
     def on_top_of(self, previous):
         """The same override, chained to ``previous``."""
-        return DitAttentionOverride(self.patch, self.selection, self.window, previous, self.kind, self.image_first,
-                                    self.leading_tokens)
+        return DitAttentionOverride(self.patch, self.selection, self.window, previous, self.kind, self.order)
 
     def _log_unpatched(self, reason):
         if reason not in self._logged_reasons:
@@ -275,12 +294,13 @@ class DitAttentionOverride(SharedOnCopy):
             if q.shape[2] != total_tokens:
                 return None
         reference_tokens = sum(options.get("reference_image_num_tokens") or ())
-        leading = self.leading_tokens
-        image_tokens = q.shape[2] - leading - text_tokens - reference_tokens
-        if text_tokens <= 0 or image_tokens <= 0 or k.shape[2] != q.shape[2]:
+        leading = self.order.leading
+        image_tokens = self.order.image_tokens(info, q.shape[2], text_tokens, reference_tokens)
+        fits = leading + text_tokens + image_tokens <= q.shape[2]
+        if text_tokens <= 0 or image_tokens <= 0 or not fits or k.shape[2] != q.shape[2]:
             return None
         # Reference images follow the generated one: at the end, or before the text where it comes last.
-        if self.image_first:
+        if self.order.image_first:
             text, image = slice(q.shape[2] - text_tokens, q.shape[2]), slice(0, image_tokens)
         else:
             text = slice(leading, leading + text_tokens)
@@ -423,6 +443,15 @@ def _reinstall_overrides(patcher, timestep, model_options=None):
     options["optimized_attention_override"] = current
 
 
+def _token_order(model, structure):
+    """The TokenOrder of a DiT structure, with the counts read off the model."""
+    def attribute(name):
+        return model.get_model_object(f"diffusion_model.{name}")
+
+    return TokenOrder(structure.image_first, attribute(structure.leading_tokens).shape[1] if structure.leading_tokens else 0,
+                      tuple(attribute(structure.patch_size)) if structure.patch_size else ())
+
+
 def model_layout(model, node_name):
     """The layout of a ModelPatcher's diffusion model, or None after logging once why the node
     leaves this model unpatched."""
@@ -456,10 +485,8 @@ def install(model, layout, patch, selection, window, unet_attention="attn2"):
         return patched
     # A DiT that attends separately may still set a block type (Kandinsky 5): only tagged calls are its.
     kind = kind if layout.structure.separate_attention else "joint"
-    leading = patched.get_model_object(f"diffusion_model.{layout.structure.leading_tokens}").shape[1] \
-        if layout.structure.leading_tokens else 0
     override = DitAttentionOverride(patch, selection, window, options.get("optimized_attention_override"), kind,
-                                    layout.structure.image_first, leading)
+                                    _token_order(patched, layout.structure))
     options["optimized_attention_override"] = override
     options[OVERRIDES_KEY] = options.get(OVERRIDES_KEY, ()) + (override,)
     if _reinstall_overrides not in patched.get_all_callbacks(comfy.patcher_extension.CallbacksMP.ON_PREPARE_STATE):

@@ -13,7 +13,7 @@ FAMILIES = ("sd15", "sdxl", "sd3", "flux", "flux2", "qwen_image")
 # Families the pack patches from a ComfyUI version on: the oldest tree whose model tells its
 # attention calls what the pack needs, or that has the model at all.
 NEWER_FAMILIES = {"z_image": (0, 33, 0), "krea2": (0, 33, 0), "anima": (0, 33, 0), "kandinsky5": (0, 33, 0),
-                  "lens": (0, 33, 0)}
+                  "lens": (0, 33, 0), "joyimage": (0, 33, 0)}
 # Every family the integration tests run (the fixture skips those a tree cannot patch).
 ALL_FAMILIES = FAMILIES + ("chroma", "hunyuan_image", "cosmos_predict2", "auraflow") + tuple(NEWER_FAMILIES)
 
@@ -184,6 +184,14 @@ SPECS = {
             selected_layer_index=(5, 11, 17, 23),
         ),
         (128, 8, 8), 4 * 2880, 0,
+    ),
+    # JoyImage (ComfyUI 0.33): double blocks over the image, then reference images, then the text,
+    # with no count of the references; Wan 2.1's 5-D latent cut into 1x2x2 patches.
+    "joyimage": FamilySpec(
+        "JoyImage",
+        dict(image_model="joyimage", hidden_size=64, num_attention_heads=2, text_dim=4096, num_layers=2,
+             rope_dim_list=[8, 12, 12], patch_size=[1, 2, 2], in_channels=16),
+        (16, 1, 16, 16), 4096, 0,
     ),
     # A family the pack does not patch (video DiT with separate cross-attention), for the tests of
     # how unsupported models are handled.

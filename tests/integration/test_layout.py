@@ -24,6 +24,7 @@ EXPECTED_BLOCKS = {
     "anima": "block 0-1",
     "kandinsky5": "block 0-1",
     "lens": "double 0-1",
+    "joyimage": "double 0-1",
     "auraflow": "double 0, single 0-1",
 }
 
@@ -75,34 +76,6 @@ def test_unsupported_family_logged_once_and_runs_unpatched(node_classes, tiny_mo
 def test_start_after_end_is_refused(node_classes, tiny_model):
     with pytest.raises(ValueError, match="start_percent"):
         run_node(node_classes["GAGAttentionGuidance"], model=tiny_model("sd15"), start_percent=0.8, end_percent=0.2)
-
-
-# Models of ComfyUI 0.33 shaped like a known structure but with the image tokens before the text and
-# no word on their reference images: guiding them as FLUX would guide image rows as text, so the pack
-# must refuse them. (Lens, also image first, is patched: see test_wiring.py.)
-IMAGE_FIRST_MODELS = {
-    "JoyImage": dict(image_model="joyimage", hidden_size=64, num_attention_heads=2, text_dim=64, num_layers=1,
-                     rope_dim_list=[8, 12, 12]),
-}
-
-
-@pytest.mark.parametrize("supported_model", sorted(IMAGE_FIRST_MODELS))
-def test_image_first_lookalikes_are_refused_with_the_supported_families_named(node_classes, supported_model, caplog):
-    import comfy.model_patcher
-    import comfy.supported_models
-
-    import comfy_env
-    import tiny_models
-
-    if not hasattr(comfy.supported_models, supported_model):
-        pytest.skip(f"ComfyUI {'.'.join(map(str, comfy_env.comfyui_version()))} has no {supported_model}")
-    base = tiny_models.build_base_model(supported_model, IMAGE_FIRST_MODELS[supported_model])
-    model = comfy.model_patcher.ModelPatcher(base, load_device=torch.device("cpu"), offload_device=torch.device("cpu"))
-    with caplog.at_level(logging.WARNING):
-        out = run_node(node_classes["GAGAttentionGuidance"], model=model)[0]
-    assert out is model
-    messages = [r.getMessage() for r in caplog.records if "ComfyUI-GAG" in r.getMessage()]
-    assert len(messages) == 1 and "runs unpatched" in messages[0] and "Z-Image" in messages[0], messages
 
 
 def test_block_lists_read_back_in_the_models_order(layout_module):

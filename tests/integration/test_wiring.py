@@ -318,6 +318,8 @@ def dit_calls(model):
         return [(("block", i), kind) for i in range(len(dit.blocks)) for kind in ("self", "cross")]
     if hasattr(dit, "selected_layer_index"):  # Lens: the image, then the text, in each block's joint call
         return [(("double", i), "image-first joint") for i in range(len(dit.transformer_blocks))]
+    if hasattr(dit, "condition_embedder"):  # JoyImage: the image, its references, then the text
+        return [(("double", i), "image-first joint") for i in range(len(dit.double_blocks))]
     if hasattr(dit, "visual_transformer_blocks"):  # Kandinsky 5: its text-encoder blocks attend over the text first
         return ([(("text encoder", i), "joint") for i in range(len(dit.text_transformer_blocks))]
                 + [(("block", i), kind) for i in range(len(dit.visual_transformer_blocks)) for kind in ("self", "cross")])
@@ -537,6 +539,7 @@ LAYER_CASES = [
     ("kandinsky5", "block 1", {("block", 1)}),
     ("lens", "double 1", {("double", 1)}),
     ("auraflow", "double 0, single 1", {("double", 0), ("single", 1)}),
+    ("joyimage", "double 1", {("double", 1)}),
 ]
 
 
@@ -564,7 +567,7 @@ def test_start_and_end_percent_bound_the_steps_that_are_patched(node_classes, ti
 
 @pytest.mark.parametrize("family", ["sd15", "sdxl", "flux", "flux2", "chroma", "hunyuan_image", "sd3", "qwen_image",
                                     "z_image", "krea2",
-                                    "cosmos_predict2", "anima", "kandinsky5", "lens", "auraflow"])
+                                    "cosmos_predict2", "anima", "kandinsky5", "lens", "auraflow", "joyimage"])
 @pytest.mark.parametrize("node_id", ["GAGAttentionGuidance", "AttentionCirculationControl"])
 def test_default_blocks_per_family(node_classes, tiny_model, node_id, family):
     """Empty `layers`: guidance patches every cross-attention block of a UNet but the middle one and
@@ -640,6 +643,29 @@ def test_reference_image_rows_stay_untouched(node_classes, tiny_model):
         expected = plain[:, generated].double() + delta[:, :, generated].transpose(1, 2).reshape(plain[:, generated].shape)
         tolerance = assert_matches(output[:, generated], expected, f"call {index} {call['block']}")
         assert (expected - plain[:, generated].double()).abs().max() > 100 * tolerance
+
+
+@pytest.mark.skipif(comfy_env.comfyui_version() < (0, 33, 0), reason="ComfyUI 0.3.75 has no JoyImage")
+def test_reference_rows_between_the_image_and_the_text_stay_untouched(node_classes, tiny_model):
+    """JoyImage puts its reference images between the generated image and the text and does not count
+    them: the pack counts the generated image's tokens from the latent, so the reference and text
+    rows stay plain and the image rows get guidance over the text keys at the end."""
+    reference = torch.randn(1, 16, 1, 16, 16, generator=torch.Generator().manual_seed(11))
+    calls = captured("GAGAttentionGuidanceAdvanced", "joyimage", (node_classes, tiny_model("joyimage")), {}, steps=1,
+                     extra_conditioning={"reference_latents": [reference]})
+    expect = DEFAULTS["GAGAttentionGuidanceAdvanced"]
+    for index, call in enumerate(calls):
+        (q, k, v), _ = heads_first(call)
+        length = q.shape[2]
+        assert length == 2 * IMAGE_TOKENS + TEXT_TOKENS
+        output, plain = call["output"], call["plain"]  # (B, L, H*D)
+        assert torch.equal(output[:, IMAGE_TOKENS:], plain[:, IMAGE_TOKENS:]), f"call {index}: reference or text rows changed"
+        dense, sparse, mass = oracle.dense_sparse(q[:, :, :IMAGE_TOKENS], k, v, expect.alpha, None, None,
+                                                  slice(length - TEXT_TOKENS, length))
+        delta = mass * (expect.rule()(dense, sparse) - dense)
+        expected = plain[:, :IMAGE_TOKENS].double() + delta.transpose(1, 2).reshape(plain[:, :IMAGE_TOKENS].shape)
+        tolerance = assert_matches(output[:, :IMAGE_TOKENS], expected, f"call {index} {call['block']}")
+        assert (expected - plain[:, :IMAGE_TOKENS].double()).abs().max() > 100 * tolerance
 
 
 GLYPH_TOKENS = 10
