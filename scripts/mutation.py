@@ -91,6 +91,14 @@ EXPLAINED = [
      "scale x sqrt(D) = 1; the check saves that pass"),
     ("_joint_call", '"joint"', "equivalent: the rules tell a call's kind only from \"cross\" and \"self\", so any "
      "other name is a joint call"),
+    ("execute", '"gag"', "equivalent: a guidance rule tells PLADIS by its name \"pladis\", so any other name is GAG"),
+    ("execute", "_patch_guidance(cls, model, rule, ", "equivalent: no block list and an empty one both mean the "
+     "node's default blocks"),
+    ("patch_circulation", '"value"', "equivalent: the rule takes the input-space path only for \"reference\""),
+    ("SeparateAttentionSite.__call__", "transformer_options=options, ", "equivalent for the supported models: "
+     "their attention functions take transformer_options as their only keyword"),
+    ("UnetAttentionReplace._base", "attn_precision=", "equivalent in these runs: ComfyUI reads the attention "
+     "precision only to upcast half-precision attention on CUDA, and the tests run float32 on CPU"),
     ("joint_guidance_delta", "mask.shape[", "equivalent: the pack hands gag_core 4-D masks (nodes.patching._mask_4d), "
      "whose axis 2 is axis -2"),
     ("joint_guidance_delta", "max_score_elements=", "performance only: the chunk size bounds the memory of the "

@@ -21,6 +21,7 @@ CASES = [
     ("backwards range", "sdxl", ADV, {"layers": "output 5-0"}, {}, ("layers", "low-high")),
     ("start after end", "sd15", GAG, {"start_percent": 0.9, "end_percent": 0.1}, {}, ("start_percent", "must not be after")),
     ("NaN scale", "sd15", GAG, {"scale": math.nan}, {}, ("scale", "finite number")),
+    ("infinite scale (advanced)", "flux", ADV, {"scale": -math.inf}, {}, ("scale", "finite number")),
     ("infinite scale", "flux", PLADIS, {"scale": math.inf}, {}, ("scale", "finite number")),
     ("alpha below 1", "sd15", ADV, {"alpha": 0.5}, {}, ("alpha", "[1.0, 2.0]")),
     ("alpha above 2", "flux", PLADIS, {"alpha": 2.5}, {}, ("alpha", "[1.0, 2.0]")),

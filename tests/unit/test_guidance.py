@@ -148,5 +148,5 @@ def test_shape_mismatch_raises(combine):
 
 @pytest.mark.parametrize("scale", [math.nan, math.inf, "x"])
 def test_pladis_bad_scale_raises(scale):
-    with pytest.raises(ValueError, match="scale"):
+    with pytest.raises(ValueError, match="^scale must be a finite number"):
         pladis(*_pair(), scale)
