@@ -99,6 +99,17 @@ EXPLAINED = [
      "their attention functions take transformer_options as their only keyword"),
     ("UnetAttentionReplace._base", "attn_precision=", "equivalent in these runs: ComfyUI reads the attention "
      "precision only to upcast half-precision attention on CUDA, and the tests run float32 on CPU"),
+    ("GuidanceRule.apply", "plain = ", "performance only: without the layer's plain output gag_core computes the "
+     "same dense output again"),
+    ("GuidanceRule.apply", "plain=", "performance only, as above"),
+    ("GuidanceRule.apply", "dense=", "performance only, as above"),
+    ("GuidanceRule.apply", "row_logsumexp", "performance only: without the kernel's logsumexp gag_core forms it from "
+     "the logits, the same value to rounding"),
+    ("GuidanceRule.apply", "mask=", "equivalent: the cross-attention calls of the tested models carry no mask (a "
+     "UNet's attn2 replace patch gets none, Cosmos-type cross-attention passes none)"),
+    ("GuidanceRule.apply", "add_to_rows(output, self._scaled(delta), ", "equivalent: a cross-attention delta covers "
+     "every row, which add_to_rows adds whole whatever the first row"),
+    ("gag", "g_norm > ", "equivalent: ||g|| equals the cap's limit exactly only by chance"),
     ("joint_guidance_delta", "mask.shape[", "equivalent: the pack hands gag_core 4-D masks (nodes.patching._mask_4d), "
      "whose axis 2 is axis -2"),
     ("joint_guidance_delta", "max_score_elements=", "performance only: the chunk size bounds the memory of the "
