@@ -26,7 +26,7 @@ import uuid
 
 PACK_DIR = pathlib.Path(__file__).resolve().parent.parent
 WORKFLOWS_DIR = PACK_DIR / "workflows"
-sys.path.insert(0, str(PACK_DIR / "tests"))
+sys.path.insert(0, str(PACK_DIR / "harness"))
 
 import ui_workflow  # noqa: E402
 

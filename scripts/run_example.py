@@ -11,7 +11,7 @@ import shutil
 import sys
 
 PACK_DIR = pathlib.Path(__file__).resolve().parent.parent
-sys.path.insert(0, str(PACK_DIR / "tests"))
+sys.path.insert(0, str(PACK_DIR / "harness"))
 
 import tiny_swap  # noqa: E402
 import ui_workflow  # noqa: E402

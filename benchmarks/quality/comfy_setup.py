@@ -6,9 +6,9 @@ ROOT = pathlib.Path(__file__).resolve().parents[2]
 
 
 def import_comfy(cpu=True):
-    tests_dir = str(ROOT / "tests")
-    if tests_dir not in sys.path:
-        sys.path.insert(0, tests_dir)
+    harness_dir = str(ROOT / "harness")
+    if harness_dir not in sys.path:
+        sys.path.insert(0, harness_dir)
     import comfy_env
 
     return comfy_env.import_comfy(cpu)

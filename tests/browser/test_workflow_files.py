@@ -1,6 +1,6 @@
 """The example workflows in the real frontend: each loads with no missing nodes, the frontend saves
 it back as it was written (slots, links, widget values), and the prompt the frontend would queue is
-the one tests/ui_workflow.py computes, also with the pack's nodes bypassed (Ctrl+B). Workflows
+the one harness/ui_workflow.py computes, also with the pack's nodes bypassed (Ctrl+B). Workflows
 saved on a newer ComfyUI that use what the server lacks are skipped (they load on that version)."""
 import copy
 import json

@@ -1,4 +1,4 @@
-"""The tiny model files (tests/tiny_files.py) load through ComfyUI's own loader nodes, are detected
+"""The tiny model files (harness/tiny_files.py) load through ComfyUI's own loader nodes, are detected
 as the right family, sample finite latents and decode with their random TAESD; the cache is reused."""
 import comfy_env
 

@@ -4,7 +4,7 @@
   names its model files as ComfyUI's templates do and says in a note where they go;
 - each runs end to end, with the real model files swapped for tiny random-weight models of the
   same family. The swap is made on the API-format prompt, the shipped JSON stays as it is:
-  checkpoints -> tiny checkpoint files (tests/tiny_files.py), diffusion models of families that
+  checkpoints -> tiny checkpoint files (harness/tiny_files.py), diffusion models of families that
   cannot be made small as files -> GAGTestTinyModel, text encoders -> GAGTestConditioning, VAE
   files -> a tiny TAESD of the same latent channels (FLUX.2, Qwen-Image, Krea 2 and Anima, which
   have none, save their latent instead), loaded images -> EmptyImage, LoRAs -> bypassed; sizes

@@ -1,4 +1,4 @@
-"""Test-only ComfyUI nodes, linked into a ComfyUI only by the test harness.
+"""Stand-in ComfyUI nodes, linked into a ComfyUI only by the harness (tests and the main job).
 
 They stand in for what cannot be downloaded here: a text encoder (random CONDITIONING of the
 family's real shape), the full-size models of families that cannot be made small as files, and

@@ -1,4 +1,4 @@
-"""Locates the provisioned ComfyUI and imports it in-process for the integration tests.
+"""Locates the provisioned ComfyUI and imports it in-process (tests, benchmarks, the main job).
 
 ComfyUI reads its command-line flags at import time, so the CPU flag and the attention backend
 are set here before anything imports ``comfy.model_management``.
@@ -8,7 +8,7 @@ import pathlib
 import sys
 
 PACK_DIR = pathlib.Path(__file__).resolve().parent.parent
-TEST_NODES_DIR = pathlib.Path(__file__).resolve().parent / "comfy_test_nodes"
+TEST_NODES_DIR = pathlib.Path(__file__).resolve().parent / "comfy_nodes"
 
 
 def comfyui_dir():

@@ -38,7 +38,7 @@ it is missing, unreadable, or its stored hash differs, and writes atomically (te
 so parallel test workers are safe. The hash does not cover the ComfyUI version: generation checks
 detection against the ComfyUI it runs with, cached files are not re-checked.
 
-Run as a script to populate the cache: ``.venv/bin/python tests/tiny_files.py``.
+Run as a script to populate the cache: ``.venv/bin/python harness/tiny_files.py``.
 """
 import dataclasses
 import hashlib
