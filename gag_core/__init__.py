@@ -9,7 +9,6 @@ from .attention import sparse_dense_attention
 from .guidance import gag, pladis
 from .circulation import circulation_attention, symmetricity
 from .diagnostics import hopfield_diagnostics
-from . import hopfield
 
 __all__ = [
     "entmax",
@@ -19,5 +18,4 @@ __all__ = [
     "circulation_attention",
     "symmetricity",
     "hopfield_diagnostics",
-    "hopfield",
 ]

@@ -14,7 +14,7 @@ import torch
 from comfy_api.latest import io, ui
 
 from ..gag_core import gag
-from ..gag_core.plot import grid, line_plot
+from ..gag_plot import grid, line_plot
 from .inputs import CATEGORY
 from .patching import PROBE_KEY, SharedOnCopy
 from .web import GEOMETRY_EVENT, send_to_client

@@ -56,7 +56,7 @@ TESTS = ["tests/unit", "tests/integration/test_wiring.py", "tests/integration/te
          "tests/integration/test_layout.py"]
 # Scans the source text for forbidden calls; the mutated copies carry mutmut's own code.
 IGNORED_TESTS = ["tests/unit/test_safety.py"]
-PACK_LINKS = ["__init__.py", "nodes", "tests", "harness", "benchmarks"]  # the unit tests import benchmarks.quality
+PACK_LINKS = ["__init__.py", "gag_plot.py", "nodes", "tests", "harness", "benchmarks"]  # the unit tests import benchmarks.quality
 # Lines of user-facing prose are not mutated: a test that pinned a tooltip would only restate it.
 # They are the lines naming a tooltip, description or display name (an input's name on the same
 # line goes with them), and the string-only lines that continue such text or a message.

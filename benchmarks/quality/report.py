@@ -5,7 +5,7 @@ import pathlib
 import torch
 from PIL import Image, ImageDraw, ImageFont
 
-from gag_core.plot import grid, scatter_plot
+from gag_plot import grid, scatter_plot
 
 from . import bench, scenes
 

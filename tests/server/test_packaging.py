@@ -45,6 +45,19 @@ def test_icon_and_includes_exist():
         assert (PACK_DIR / path).exists(), path
 
 
+def test_includes_hold_every_module_the_pack_imports():
+    """What the pack's entry point and nodes import from the pack itself is published with it."""
+    includes = set(PYPROJECT["tool"]["comfy"]["includes"])
+    sources = [PACK_DIR / "__init__.py", *sorted((PACK_DIR / "nodes").glob("*.py"))]
+    for source in sources:
+        dots = "." if source.parent == PACK_DIR else ".."
+        for line in source.read_text().splitlines():
+            if line.startswith(f"from {dots}") and not line.startswith(f"from {dots}."):
+                top = line.split()[1][len(dots):].split(".")[0]
+                if top:
+                    assert top in includes or f"{top}.py" in includes, f"{source.name} imports {top}, not in includes"
+
+
 @pytest.mark.parametrize("version", TESTED_COMFYUI_VERSIONS)
 def test_requires_comfyui_admits_the_tested_versions(version):
     specifiers = pytest.importorskip("packaging.specifiers")

@@ -8,7 +8,7 @@ beta 8, 8 noisy queries), checked on three seeds.
 import pytest
 import torch
 
-from gag_core import hopfield
+from benchmarks import hopfield_toy as hopfield
 
 LAMS = (0.5, 1, 2, 4, 5, 6, 8)
 

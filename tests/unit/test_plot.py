@@ -6,7 +6,7 @@ import pytest
 import torch
 from PIL import Image
 
-from gag_core.plot import grid, line_plot, scatter_plot
+from gag_plot import grid, line_plot, scatter_plot
 
 _BLUE, _ORANGE = (31, 119, 180), (255, 127, 14)
 

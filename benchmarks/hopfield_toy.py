@@ -31,9 +31,9 @@ import math
 
 import torch
 
-from .entmax import entmax
-from .guidance import gag
-from . import plot
+from gag_core.entmax import entmax
+from gag_core.guidance import gag
+from gag_plot import grid, line_plot
 
 RULES = ("plain", "sparse", "naive", "literal", "gag")
 _CRITERIA = ("direction", "state")
@@ -155,12 +155,12 @@ def convergence_plot_png(path=None, lams=(0.5, 1, 2, 3, 4, 5, 6, 7, 8), trace_la
     iterations = {rule: (list(lams), _median_converged(data)) for rule, data in sweep.items()}
     traces = _residual_traces(trace_lam, trace_steps, **toy_args)
     panels = [
-        plot.line_plot(fraction, "Queries converged", "lambda", "fraction", size, y_limits=(-0.05, 1.05)),
-        plot.line_plot(iterations, "Iterations to converge (median)", "lambda", "iterations", size),
-        plot.line_plot(traces, f"Residual at lambda = {trace_lam:g}", "iteration", "direction change", size, log_y=True),
+        line_plot(fraction, "Queries converged", "lambda", "fraction", size, y_limits=(-0.05, 1.05)),
+        line_plot(iterations, "Iterations to converge (median)", "lambda", "iterations", size),
+        line_plot(traces, f"Residual at lambda = {trace_lam:g}", "iteration", "direction change", size, log_y=True),
     ]
     buffer = io.BytesIO()
-    plot.grid(panels, columns=3).save(buffer, format="PNG")
+    grid(panels, columns=3).save(buffer, format="PNG")
     data = buffer.getvalue()
     if path is not None:
         with open(path, "wb") as handle:

@@ -1,4 +1,5 @@
-"""Small line plots drawn with Pillow alone (ComfyUI ships Pillow, not matplotlib).
+"""Small plots drawn with Pillow alone (ComfyUI ships Pillow, not matplotlib), for the geometry
+probe's node and the benchmarks' reports; above gag_core, which holds tensor math only.
 
 ``line_plot`` draws one or more series with a title, axis labels, "nice" tick values, gridlines, a
 legend and one colour per series; non-finite values (and non-positive ones on a log axis) leave a
