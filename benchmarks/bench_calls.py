@@ -48,10 +48,6 @@ SHAPES = (
 MEMORY_TARGET = ("FLUX.1 joint block", 0.25 * 2**30)
 
 
-def gag_rule():
-    """The rule the simple GAG node installs."""
-    return guidance.GuidanceRule("gag", 10.0, 1.5, eta=guidance.DEFAULT_ETA, zeta=0.0,
-                                 cap=guidance.CAPS[guidance.RELATIVE_CAP])
 
 
 def calls(kind, batch, heads, text, image, dim, device, dtype, seed):
@@ -62,11 +58,11 @@ def calls(kind, batch, heads, text, image, dim, device, dtype, seed):
     if kind == "cross":  # (B, L, H*D) as ComfyUI's CrossAttention hands them to its replace patches
         q = torch.randn(batch, image, heads * dim, generator=generator).to(device, dtype)
         k, v = (torch.randn(batch, text, heads * dim, generator=generator).to(device, dtype) for _ in range(2))
-        patch = patching.UnetAttentionReplace(gag_rule(), "cross", window, None)
+        patch = patching.UnetAttentionReplace(guidance.simple_gag_patch(), "cross", window, None)
         extra = {"n_heads": heads, "dim_head": dim, "block": ("input", 4), patching.CALL_INFO_KEY: info}
         return (lambda: comfy_attention.optimized_attention(q, k, v, heads)), (lambda: patch(q, k, v, extra))
     q, k, v = (torch.randn(batch, heads, text + image, dim, generator=generator).to(device, dtype) for _ in range(3))
-    override = patching.DitAttentionOverride(gag_rule(), {("double", 0)}, window, None, "joint")
+    override = patching.DitAttentionOverride(guidance.simple_gag_patch(), {("double", 0)}, window, None, "joint")
     options = {patching.CALL_INFO_KEY: info, "block_type": "double", "block_index": 0}
     attention = comfy_attention.attention_pytorch
     return ((lambda: attention(q, k, v, heads, skip_reshape=True)),

@@ -44,7 +44,7 @@ def naive(q, k, v):
 
 def ours(q, k, v):
     """gag_core: dense and sparse outputs from chunked shared logits, then GAG."""
-    dense, sparse = sparse_dense_attention(q, k, v)
+    dense, sparse, _ = sparse_dense_attention(q, k, v)
     return gag(dense, sparse)
 
 

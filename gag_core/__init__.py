@@ -6,8 +6,8 @@ processed in query chunks so that at most ``max_score_elements`` scores exist at
 """
 from .entmax import entmax
 from .attention import sparse_dense_attention
-from .guidance import gag, pladis
-from .circulation import circulation_attention, symmetricity
+from .guidance import GagRule, PladisRule, gag, pladis
+from .circulation import adaptive_settings, circulation_attention, symmetricity
 from .diagnostics import hopfield_diagnostics
 
 __all__ = [
@@ -15,7 +15,10 @@ __all__ = [
     "sparse_dense_attention",
     "gag",
     "pladis",
+    "GagRule",
+    "PladisRule",
     "circulation_attention",
+    "adaptive_settings",
     "symmetricity",
     "hopfield_diagnostics",
 ]

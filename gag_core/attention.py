@@ -8,6 +8,7 @@ to those keys, and the dense mass the full softmax puts on them is returned as w
 the other keys are only reduced to their logsumexp.
 """
 import math
+from typing import NamedTuple
 
 import torch
 
@@ -37,7 +38,7 @@ def attention_and_logsumexp(q, k, v, mask=None, max_score_elements=2**24):
     """
     _check_qkv(q, k, v)
     shape = (q.shape[0], q.shape[1], q.shape[2], k.shape[2])
-    mask = _mask_4d(mask, shape)
+    mask = _checks.mask_4d(mask, shape)
     if q.device.type == "cpu":
         additive = None if mask is None else _additive(mask, q.dtype)
         out, lse = torch.ops.aten._scaled_dot_product_flash_attention_for_cpu(q, k, v, attn_mask=additive)
@@ -60,6 +61,15 @@ def _additive(mask, dtype):
     return torch.zeros(mask.shape, dtype=dtype, device=mask.device).masked_fill_(mask.logical_not(), -torch.inf)
 
 
+class SparseDense(NamedTuple):
+    """What ``sparse_dense_attention`` returns: dense and sparse (B, H, Lq, Dv) in q's dtype, and
+    mass (B, H, Lq, 1) float32, the dense share of the selected keys (None without key_slice)."""
+
+    dense: torch.Tensor
+    sparse: torch.Tensor
+    mass: torch.Tensor = None
+
+
 def sparse_dense_attention(q, k, v, alpha=1.5, mask=None, key_slice=None, max_score_elements=2**24,
                            row_logsumexp=None, dense=None):
     """Dense and sparse attention sharing the logits S = q k^T / sqrt(D) (+ mask).
@@ -74,8 +84,8 @@ def sparse_dense_attention(q, k, v, alpha=1.5, mask=None, key_slice=None, max_sc
         ``attention_and_logsumexp``); with key_slice the other keys' logits are then never formed.
     dense: None, or the dense output (B, H, Lq, Dv) where the caller has it already (a layer's own
         attention output); it is returned as it is instead of being computed. Not with key_slice.
-    Returns (dense, sparse), each (B, H, Lq, Dv) in q's dtype; with key_slice also
-    mass (B, H, Lq, 1) float32 = exp(logsumexp(S[..., key_slice]) - logsumexp(S)).
+    Returns SparseDense(dense, sparse, mass): dense and sparse (B, H, Lq, Dv) in q's dtype; mass
+    (B, H, Lq, 1) float32 = exp(logsumexp(S[..., key_slice]) - logsumexp(S)), None without key_slice.
     A row whose selected keys are all masked gets zero outputs and zero mass.
     """
     alpha = _checks.entmax_alpha(alpha)
@@ -85,7 +95,7 @@ def sparse_dense_attention(q, k, v, alpha=1.5, mask=None, key_slice=None, max_sc
     if dense is not None and (key_slice is not None or dense.shape != q.shape[:3] + v.shape[-1:]):
         raise ValueError(f"dense must have shape (B, H, Lq, Dv) = {tuple(q.shape[:3] + v.shape[-1:])} and "
                          f"comes without key_slice, got {tuple(dense.shape)} with key_slice {key_slice}")
-    mask = _mask_4d(mask, (batch, heads, queries, keys))
+    mask = _checks.mask_4d(mask, (batch, heads, queries, keys))
     selected, others = _key_groups(key_slice, keys)
     rows = _rows_per_chunk(keys, max_score_elements, q.device)
 
@@ -96,7 +106,7 @@ def sparse_dense_attention(q, k, v, alpha=1.5, mask=None, key_slice=None, max_sc
     out_shape = (batch, heads, queries, v.shape[-1])
     known_dense = dense is not None
     if known_dense and alpha == 1.0:
-        return dense, dense.clone()
+        return SparseDense(dense, dense.clone())
     if not known_dense:
         dense = torch.empty(out_shape, dtype=q.dtype, device=q.device)
     sparse = torch.empty(out_shape, dtype=q.dtype, device=q.device)
@@ -119,7 +129,7 @@ def sparse_dense_attention(q, k, v, alpha=1.5, mask=None, key_slice=None, max_sc
             sparse[index],
             None if mass is None else (mass[index], lse_others, row_lse),
         )
-    return (dense, sparse) if mass is None else (dense, sparse, mass)
+    return SparseDense(dense, sparse, mass)
 
 
 def _logits(q_chunk, k_scaled, mask_chunk):
@@ -257,23 +267,6 @@ def _block_starts(length, largest):
     blocks = -(-length // largest)
     size = -(-length // blocks)
     return [(start, min(start + size, length)) for start in range(0, length, size)]
-
-
-def _mask_4d(mask, shape):
-    """Validate ``mask`` against shape (B, H, Lq, Lk) and return it as a 4-d view (or None)."""
-    if mask is None:
-        return None
-    if not isinstance(mask, torch.Tensor):
-        raise ValueError(f"mask must be a torch.Tensor or None, got {type(mask).__name__}")
-    if mask.dtype != torch.bool and not mask.dtype.is_floating_point:
-        raise ValueError(f"mask must be bool (True = keep) or an additive float tensor, got {mask.dtype}")
-    try:
-        fits = mask.ndim <= 4 and torch.broadcast_shapes(mask.shape, shape) == shape
-    except RuntimeError:
-        fits = False
-    if not fits:
-        raise ValueError(f"mask of shape {tuple(mask.shape)} does not broadcast to (B, H, Lq, Lk) = {shape}")
-    return mask.reshape((1,) * (4 - mask.ndim) + tuple(mask.shape))
 
 
 def _mask_chunk(mask, index):

@@ -8,7 +8,7 @@ blended into the vanilla one with strength beta and rescaled per token:
 
     Xi_new = Xi + beta (Xi_a - Xi),   Xi_new *= clip(||Xi_a|| / ||Xi_new||, 0.25, 4).
 
-Two places to do this (METHODS.md section 4):
+Two places to do this:
 - path "reference", as the paper: the retrieval is over the layer's normalised input X (C channels),
   norms over C per head, then the head's value projection. Exact, but it attends over C channels
   per head instead of D, twice: (3D + 2C) / 2D = 1.5 + C/D times the multiply-adds of a standard
@@ -87,14 +87,12 @@ def circulation_attention(
     mask=None,
     adaptive=None,
     adapt_beta=False,
-    return_stats=False,
     max_score_elements=2**24,
 ):
     """Self-attention with the skew (circulation) part of the logits scaled by alpha.
 
     q, k, v: (B, H, L, D), self-attention only. mask: bool (True keeps) or additive, broadcastable
-    to (B, H, L, L), applied to both logits. Returns (B, H, L, D) in q's dtype, or (out, stats)
-    with return_stats.
+    to (B, H, L, L), applied to both logits. Returns (B, H, L, D) in q's dtype.
 
     path "value": blend softmax(M/sqrt D) V and softmax(M_alpha/sqrt D) V; the norm ratio is per
     head and token over that head's D channels (the analogue of the reference's per-head norm
@@ -104,22 +102,17 @@ def circulation_attention(
     then out_h = Xi_new W_v,h^T + b_v,h. Processed in query chunks so that at most
     max_score_elements scores (and as many C-channel retrievals) exist at once.
 
-    adaptive: None (alpha as given), "dev" (alpha_eff = 1 + (alpha - 1) eta_M, the paper's) or
-    "scale" (alpha_eff = alpha eta_M), with eta_M = symmetricity(q, k) averaged over batch and
-    heads; adapt_beta: beta_eff = beta (1 - eta_M). alpha_eff == 1 (alpha == 1 without "scale")
-    returns exactly F.scaled_dot_product_attention(q, k, v, attn_mask=mask). beta = 0 is not
-    vanilla: the norm rescale still applies. stats: 0-d float32 tensors eta_M, alpha_eff, beta_eff
-    (tensors, so that adaptive mode needs no device synchronisation).
+    adaptive, adapt_beta: see ``adaptive_settings``, which gives the alpha and beta used. alpha == 1
+    without "scale" returns exactly F.scaled_dot_product_attention(q, k, v, attn_mask=mask).
+    beta = 0 is not vanilla: the norm rescale still applies.
     """
     alpha, beta = _validate(q, k, v, alpha, beta, path, x, w_v, b_v, mask, adaptive, max_score_elements)
-    eta = symmetricity(q, k).mean() if (adaptive is not None or adapt_beta or return_stats) else None
-    if adaptive == "dev":
-        alpha_eff = 1.0 + (alpha - 1.0) * eta
-    elif adaptive == "scale":
-        alpha_eff = alpha * eta
+    mask = _checks.mask_4d(mask, (q.shape[0], q.shape[1], q.shape[2], q.shape[2]))
+    if adaptive is None and not adapt_beta:
+        alpha_eff, beta_eff = alpha, beta
     else:
-        alpha_eff = alpha
-    beta_eff = beta * (1.0 - eta) if adapt_beta else beta
+        # Tensors: adapting needs no device synchronisation.
+        alpha_eff, beta_eff = _adapted(alpha, beta, adaptive, adapt_beta, symmetricity(q, k).mean())
 
     if adaptive != "scale" and alpha == 1.0:
         out = F.scaled_dot_product_attention(q, k, v, attn_mask=mask)
@@ -127,10 +120,36 @@ def circulation_attention(
         out = _value_path(q, k, v, alpha_eff, beta_eff, mask)
     else:
         out = _reference_path(q, k, x, w_v, b_v, alpha_eff, beta_eff, mask, max_score_elements)
-    if not return_stats:
-        return out
-    stats = {"eta_M": eta, "alpha_eff": alpha_eff, "beta_eff": beta_eff}
-    return out, {name: torch.as_tensor(value, dtype=torch.float32, device=q.device) for name, value in stats.items()}
+    return out
+
+
+def adaptive_settings(q, k, alpha, beta, adaptive=None, adapt_beta=False):
+    """The alpha and beta that ``circulation_attention`` uses on q and k, and the symmetry behind them.
+
+    q, k: (B, H, L, D). adaptive: None (alpha as given), "dev" (1 + (alpha - 1) eta_M, the
+    paper's) or "scale" (alpha eta_M), with eta_M = symmetricity(q, k) averaged over batch and
+    heads; adapt_beta: beta (1 - eta_M) instead of beta. Returns a dict of 0-d float32 tensors:
+    "symmetry" (eta_M), "alpha" and "beta".
+    """
+    _checks.tensor_ndim("q", q, 4, "(B, H, L, D)")
+    _checks.same_shape("q", q, "k", k)
+    alpha, beta = _checks.finite_number("alpha", alpha), _checks.finite_number("beta", beta)
+    _checks.one_of("adaptive", adaptive, _ADAPTIVE)
+    symmetry = symmetricity(q, k).mean()
+    alpha, beta = _adapted(alpha, beta, adaptive, adapt_beta, symmetry)
+    settings = {"symmetry": symmetry, "alpha": alpha, "beta": beta}
+    return {name: torch.as_tensor(value, dtype=torch.float32, device=q.device) for name, value in settings.items()}
+
+
+def _adapted(alpha, beta, adaptive, adapt_beta, symmetry):
+    """(alpha, beta) adapted to the 0-d tensor ``symmetry`` as ``adaptive_settings`` describes."""
+    if adaptive == "dev":
+        alpha = 1.0 + (alpha - 1.0) * symmetry
+    elif adaptive == "scale":
+        alpha = alpha * symmetry
+    if adapt_beta:
+        beta = beta * (1.0 - symmetry)
+    return alpha, beta
 
 
 def _validate(q, k, v, alpha, beta, path, x, w_v, b_v, mask, adaptive, max_score_elements):
@@ -143,20 +162,11 @@ def _validate(q, k, v, alpha, beta, path, x, w_v, b_v, mask, adaptive, max_score
     _checks.same_shape("q", q, "v", v)
     alpha = _checks.finite_number("alpha", alpha)
     beta = _checks.finite_number("beta", beta)
-    if path not in _PATHS:
-        raise ValueError(f"path must be one of {_PATHS}, got {path!r}")
-    if adaptive not in _ADAPTIVE:
-        raise ValueError(f"adaptive must be one of {_ADAPTIVE}, got {adaptive!r}")
+    _checks.one_of("path", path, _PATHS)
+    _checks.one_of("adaptive", adaptive, _ADAPTIVE)
     if not isinstance(max_score_elements, int) or max_score_elements < 1:
         raise ValueError(f"max_score_elements must be a positive int, got {max_score_elements!r}")
     batch, heads, length, dim = q.shape
-    if mask is not None:
-        if not isinstance(mask, torch.Tensor):
-            raise ValueError(f"mask must be None or a torch.Tensor, got {type(mask).__name__}")
-        try:
-            torch.broadcast_shapes(mask.shape, (batch, heads, length, length))
-        except RuntimeError:
-            raise ValueError(f"mask must broadcast to {(batch, heads, length, length)}, got {tuple(mask.shape)}") from None
     if path == "reference":
         _validate_reference(x, w_v, b_v, batch, heads, length, dim)
     return alpha, beta
@@ -243,10 +253,8 @@ def _reference_path(q, k, x, w_v, b_v, alpha, beta, mask, max_score_elements):
 
 
 def _apply_mask_(logits, mask, start, stop):
-    """Apply rows start:stop of a (B, H, L, L)-broadcastable mask to logits (B, 2, H, Lc, L) in place."""
-    rows = mask if mask.ndim < 2 or mask.shape[-2] == 1 else mask[..., start:stop, :]
-    if rows.ndim == 4:
-        rows = rows.unsqueeze(1)  # broadcast over the pair axis
+    """Apply rows start:stop of a 4-d (B, H, L, L)-broadcastable mask to logits (B, 2, H, Lc, L) in place."""
+    rows = (mask if mask.shape[-2] == 1 else mask[..., start:stop, :]).unsqueeze(1)  # broadcast over the pair axis
     if rows.dtype == torch.bool:
         logits.masked_fill_(~rows, float("-inf"))
     else:

@@ -7,17 +7,17 @@ leaves O bit for bit untouched and the backend's precision is kept everywhere el
 from .attention import sparse_dense_attention
 
 
-def guidance_delta(q, k, v, combine, alpha=1.5, mask=None, key_slice=None, max_score_elements=2**24, observe=None,
+def guidance_delta(q, k, v, rule, alpha=1.5, mask=None, key_slice=None, max_score_elements=2**24, observe=None,
                    row_logsumexp=None, dense=None):
-    """Correction to add to standard attention so that it becomes ``combine(dense, sparse)``.
+    """Correction to add to standard attention so that it becomes ``rule(dense, sparse)``.
 
     q: (B, H, Lq, D); k, v: (B, H, Lk, D); mask: bool (True keeps) or additive, broadcastable to
-    (B, H, Lq, Lk). combine: (dense, sparse) -> guided, each (B, H, Lq, D), e.g. ``gag`` or ``pladis``
-    with their settings bound.
+    (B, H, Lq, Lk). rule: (dense, sparse) -> guided, each (B, H, Lq, D), e.g. a ``GagRule`` or
+    ``PladisRule``.
 
-    Without key_slice the rule covers the whole row: delta = combine(d, s) - d.
+    Without key_slice the rule covers the whole row: delta = rule(d, s) - d.
     With key_slice (the text keys of a joint attention) only those keys' share of the output is
-    replaced: delta = m * (combine(d_t, s_t) - d_t), where d_t and s_t attend over the sliced keys
+    replaced: delta = m * (rule(d_t, s_t) - d_t), where d_t and s_t attend over the sliced keys
     and m is the dense probability mass the query puts on them. Returns (B, H, Lq, D) in q's dtype.
     observe: optional callable given (dense, sparse) before they are combined (diagnostics).
     row_logsumexp: optional (B, H, Lq, 1) float32 logsumexp of each whole row of logits, where the
@@ -25,24 +25,20 @@ def guidance_delta(q, k, v, combine, alpha=1.5, mask=None, key_slice=None, max_s
     dense: optional (B, H, Lq, Dv), the standard attention output the layer computed already (the
     base of a cross-attention); without key_slice only the sparse output is then computed.
     """
-    if key_slice is None:
-        dense, sparse = sparse_dense_attention(q, k, v, alpha, mask=mask, max_score_elements=max_score_elements,
-                                               dense=dense)
-    else:
-        dense, sparse, mass = sparse_dense_attention(
-            q, k, v, alpha, mask=mask, key_slice=key_slice, max_score_elements=max_score_elements,
-            row_logsumexp=row_logsumexp,
-        )
+    dense, sparse, mass = sparse_dense_attention(
+        q, k, v, alpha, mask=mask, key_slice=key_slice, max_score_elements=max_score_elements,
+        row_logsumexp=row_logsumexp, dense=dense,
+    )
     if observe is not None:
         observe(dense, sparse)
-    delta = combine(dense, sparse).float() - dense.float()
-    return (delta if key_slice is None else mass * delta).to(q.dtype)
+    delta = rule(dense, sparse).float() - dense.float()
+    return (delta if mass is None else mass * delta).to(q.dtype)
 
 
-def joint_guidance_delta(q, k, v, combine, text, image, alpha=1.5, mask=None, all_keys=False,
+def joint_guidance_delta(q, k, v, rule, text, image, alpha=1.5, mask=None, all_keys=False,
                          max_score_elements=2**24, observe=None, row_logsumexp=None, plain=None):
     """Guidance for the generated image's queries of a joint attention over text, image and maybe
-    other tokens (METHODS section 3), wherever each sits in the sequence.
+    other tokens, wherever each sits in the sequence: the pack's own reading of GAG for joint attention.
 
     q, k, v: (B, H, L, D); mask broadcastable to (B, H, L, L). text: slice of the text tokens (the
     keys guided by); image: slice of the generated image's tokens (the queries guided). Their text-key
@@ -55,7 +51,7 @@ def joint_guidance_delta(q, k, v, combine, text, image, alpha=1.5, mask=None, al
     if mask is not None and mask.shape[-2] == q.shape[2]:
         mask = mask[..., image, :]
     return guidance_delta(
-        q[:, :, image], k, v, combine, alpha, mask=mask,
+        q[:, :, image], k, v, rule, alpha, mask=mask,
         key_slice=None if all_keys else text,
         max_score_elements=max_score_elements, observe=observe,
         row_logsumexp=None if row_logsumexp is None else row_logsumexp[:, :, image],

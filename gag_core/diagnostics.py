@@ -1,6 +1,6 @@
 """Diagnostics for plots: Hopfield energy of retrieved patterns, and the geometry of GAG's update.
 
-Hopfield diagnostics (METHODS.md section 4, after the circulation paper): per head h and pattern
+Hopfield diagnostics (after the circulation paper, arXiv 2605.27476): per head h and pattern
 channel c, s_c = Xi[:, c] centred over tokens and unit-normalised; X centred over tokens;
 S = (W + W^T)/2 with W = W_q,h^T W_k,h; z = X^T s_c;
 
@@ -13,12 +13,11 @@ removes any q/k bias). That costs O(L D) per head and channel instead of O(L C +
 ``max_channels`` subsamples the patterns to bound the total. As with the reference, there is no
 1/sqrt(D) factor.
 """
-import math
 
 import torch
 
 from . import _checks
-from .guidance import check_rule_arguments
+from .guidance import NORM_FLOOR, cap_limit, check_rule_arguments, projection
 
 # Channels are processed in groups so that the float32 working set stays near this many
 # elements per tensor, whatever the layer size.
@@ -78,36 +77,58 @@ def hopfield_diagnostics_qk(q, k, patterns, max_channels=128):
     return _energy_statistics(q_centred, k_centred, patterns, max_channels)
 
 
-def guidance_diagnostics(dense, sparse, eta=15.0, zeta=0.0, cap="absolute"):
-    """Scalar geometry of GAG's update for the given dense and sparse outputs.
+def guidance_geometry(dense, sparse, eta, zeta, cap):
+    """Per vector, the geometry of GAG's update (``guidance.gag``) for the given outputs.
 
-    dense, sparse: (..., D). With Delta = sparse - dense split into parts parallel and orthogonal
-    to r = sparse, and g = Delta_par + zeta Delta_perp capped at eta (cap "absolute") or
-    eta ||sparse|| ("relative"), as in guidance.gag. Returns 0-d float32 tensors:
-    "parallel_fraction" sum ||Delta_par||^2 / sum ||Delta||^2 (the share of the discrepancy's
-    energy along the retrieval; "orthogonal_fraction" is the rest), "parallel_coefficient" mean
-    <Delta, r>/||r||^2 (> 0: the sparse output is longer along its own direction than the dense),
-    "relative_discrepancy" mean ||Delta|| / ||sparse||, "cap_fraction" the fraction of vectors
-    where the cap binds, "cap_factor" mean min(1, limit/||g||).
+    dense, sparse: (..., D); eta, zeta, cap: the rule's settings. With Delta = sparse - dense split
+    into Delta_par along r = sparse and Delta_perp, and g = Delta_par + zeta Delta_perp, returns
+    float32 tensors of shape (...): "parallel_norm" ||Delta_par||, "orthogonal_norm" ||Delta_perp||,
+    "guidance_norm" ||g||, "coefficient" <Delta, r>/||r||^2, "retrieval_norm" ||r||,
+    "cap_factor" min(1, limit/||g||), and the bool "cap_bound" (||g|| > limit).
     """
     eta, zeta = check_rule_arguments(dense, sparse, eta, zeta, cap)
     retrieval = sparse.float()
     delta = retrieval - dense.float()
-    r_norm = torch.linalg.vector_norm(retrieval, dim=-1)
-    coefficient = torch.linalg.vecdot(delta, retrieval) / (r_norm * r_norm).clamp_min(1e-12)
-    parallel_sq = coefficient.square() * r_norm.square()
-    delta_sq = delta.square().sum(dim=-1)
-    orthogonal_sq = (delta_sq - parallel_sq).clamp_min(0.0)  # Pythagoras; avoids a third (..., D) tensor
+    coefficient, r_norm = projection(delta, retrieval)
+    parallel_sq = (coefficient * r_norm).square()
+    # Pythagoras gives ||Delta_perp|| without a third (..., D) tensor.
+    orthogonal_sq = (delta.square().sum(dim=-1, keepdim=True) - parallel_sq).clamp_min(0.0)
     g_norm = (parallel_sq + zeta * zeta * orthogonal_sq).sqrt()
-    limit = eta if (cap == "absolute" or eta == math.inf) else eta * r_norm
-    parallel_fraction = parallel_sq.sum() / delta_sq.sum().clamp_min(1e-30)
+    limit = cap_limit(eta, cap, r_norm)
+    geometry = {
+        "parallel_norm": parallel_sq.sqrt(),
+        "orthogonal_norm": orthogonal_sq.sqrt(),
+        "guidance_norm": g_norm,
+        "coefficient": coefficient,
+        "retrieval_norm": r_norm,
+        "cap_factor": (limit / g_norm.clamp_min(NORM_FLOOR)).clamp_max(1.0),
+        "cap_bound": g_norm > limit,
+    }
+    return {name: value.squeeze(-1) for name, value in geometry.items()}
+
+
+def guidance_diagnostics(dense, sparse, eta, zeta, cap):
+    """The geometry of GAG's update summed up over all vectors (what the geometry probe plots).
+
+    dense, sparse: (..., D); eta, zeta, cap as in ``guidance_geometry``. Returns 0-d float32 tensors:
+    "parallel_share" sum ||Delta_par||^2 / sum ||Delta||^2 (the share of the discrepancy's energy
+    along the retrieval; "orthogonal_share" is the rest), "parallel_coefficient" mean
+    <Delta, r>/||r||^2 (> 0: the sparse output is longer along its own direction than the dense),
+    "relative_discrepancy" mean ||Delta|| / ||sparse||, "guidance_norm" mean ||g||, "cap_fraction"
+    the fraction of vectors where the cap binds, "cap_factor" mean min(1, limit/||g||).
+    """
+    geometry = guidance_geometry(dense, sparse, eta, zeta, cap)
+    parallel_sq = geometry["parallel_norm"].square()
+    delta_sq = parallel_sq + geometry["orthogonal_norm"].square()
+    parallel_share = parallel_sq.sum() / delta_sq.sum().clamp_min(NORM_FLOOR**2)
     return {
-        "parallel_fraction": parallel_fraction,
-        "orthogonal_fraction": 1.0 - parallel_fraction,
-        "parallel_coefficient": coefficient.mean(),
-        "relative_discrepancy": (delta_sq.sqrt() / r_norm.clamp_min(1e-12)).mean(),
-        "cap_fraction": (g_norm > limit).float().mean(),
-        "cap_factor": (limit / g_norm.clamp_min(1e-12)).clamp_max(1.0).mean(),
+        "parallel_share": parallel_share,
+        "orthogonal_share": 1.0 - parallel_share,
+        "parallel_coefficient": geometry["coefficient"].mean(),
+        "relative_discrepancy": (delta_sq.sqrt() / geometry["retrieval_norm"].clamp_min(NORM_FLOOR)).mean(),
+        "guidance_norm": geometry["guidance_norm"].mean(),
+        "cap_fraction": geometry["cap_bound"].float().mean(),
+        "cap_factor": geometry["cap_factor"].mean(),
     }
 
 

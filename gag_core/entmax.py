@@ -1,18 +1,18 @@
 """alpha-entmax along one axis, without sorting.
 
-alpha-entmax maps scores z to probabilities p_i = [x_i - tau]_+ ** beta, with beta = 1/(alpha-1),
+alpha-entmax maps scores z to probabilities p_i = [x_i - tau]_+ ** power, with power = 1/(alpha-1),
 x = (alpha-1)(z - max z), and the threshold tau that makes the row sum to 1 (alpha=1 is softmax,
 1.5 entmax-1.5, 2 sparsemax). The row sums to 1 exactly when
 
-    G(tau) = || [x - tau]_+ ||_beta - 1 = 0.
+    G(tau) = || [x - tau]_+ ||_power - 1 = 0.
 
-G is convex and decreasing in tau (a beta-norm, beta >= 1, of entries that are convex and
+G is convex and decreasing in tau (a power-norm, power >= 1, of entries that are convex and
 decreasing in tau), and tau = -1 is below the root (the top entry alone reaches 1). Newton's method
 on G started there therefore rises monotonically to the root without overshooting, and the
 supports {x_i > tau} of its iterates shrink towards the true support. G is nearly linear far from
 the root (exactly so while the support holds equal entries), so the steps are long: a handful
-reach float32 precision, each a few passes over the row. For sparsemax (beta=1) the step is
-Michelot's exact update over the current support; for entmax-1.5 (beta=2) a closed-form solve over
+reach float32 precision, each a few passes over the row. For sparsemax (power 1) the step is
+Michelot's exact update over the current support; for entmax-1.5 (power 2) a closed-form solve over
 the last support gives the exact threshold; other alphas stop at float32 precision and normalise.
 A sort-based solve costs a full sort with int64 indices (about 12x the score tensor) and about 20
 passes.
@@ -83,59 +83,105 @@ def entmax_shifted(shifted, alpha):
 
 
 def _solve(shifted, alpha):
-    """[x - tau]_+ ** beta with x = (alpha-1) * ``shifted`` and G(tau) = 0 (see above).
+    """[x - tau]_+ ** power with x = (alpha-1) * ``shifted`` and G(tau) = 0 (see above).
 
     shifted: (..., L) float32 z - max z, not modified. Returns (..., L) float32 probabilities.
     """
-    beta = 1.0 / (alpha - 1.0)
+    power = _Power.of(alpha)
     ones = shifted.new_ones(shifted.shape[-1])
     tau = shifted.new_full(shifted.shape[:-1] + (1,), -1.0)
     clipped = torch.empty_like(shifted)
-    powered = None if beta in (1.0, 2.0) else torch.empty_like(shifted)
-    evaluations = _EVALUATIONS_UP_TO_ENTMAX15 if alpha <= 1.5 else _EVALUATIONS_ABOVE_ENTMAX15
-    for evaluation in range(evaluations):
+    for evaluation in range(power.evaluations):
         _clip(shifted, alpha, tau, clipped)
-        norm, weight = _norm_and_weight_(clipped, beta, powered, ones)
-        # Newton on G: dG/dtau = -weight * norm ** (1 - beta). At the root the step is 0 (or
-        # rounding), so converged rows stay where they are.
-        step = norm - 1.0
-        if beta != 1.0:
-            step.mul_(norm if beta == 2.0 else norm ** (beta - 1.0))
-        step.div_(weight)
-        if evaluation < evaluations - 1:
+        norm, weight = power.norm_and_weight_(clipped, ones)
+        # At the root the step is 0 (or rounding), so converged rows stay where they are.
+        step = power.newton_step(norm, weight)
+        if evaluation < power.evaluations - 1:
             tau = tau + step
-    # `clipped` holds what _norm_and_weight_ left of the evaluation at `tau`; `step` is its step.
-    if beta == 1.0:
-        # Michelot: tau + step is the exact threshold over the last support.
-        return _clip(shifted, alpha, tau + step, clipped)
-    if beta == 2.0:
+    # `clipped` holds what norm_and_weight_ left of the evaluation at `tau`; `step` is its step.
+    return power.finish(shifted, tau, step, norm, weight, clipped, ones)
+
+
+class _Power:
+    """How the solve treats the power 1/(alpha-1) of one alpha: the norm G needs, Newton's step
+    on G, and the last step to the probabilities. The general case; sparsemax (power 1) and
+    entmax-1.5 (power 2) are subclasses with cheaper passes and an exact finish.
+
+    Row sums are products with ``ones`` (L,): BLAS matrix-vector products run several times faster
+    than reductions over a short last axis on CPU.
+    """
+
+    def __init__(self, alpha):
+        self.alpha = alpha
+        self.power = 1.0 / (alpha - 1.0)
+        self.evaluations = _EVALUATIONS_UP_TO_ENTMAX15 if alpha <= 1.5 else _EVALUATIONS_ABOVE_ENTMAX15
+        self.powered = None  # scratch for clipped ** (power - 1), made on first use
+
+    @staticmethod
+    def of(alpha):
+        """The strategy for ``alpha`` in (1, 2]."""
+        if alpha == 2.0:
+            return _SparsemaxPower(alpha)
+        if alpha == 1.5:
+            return _Entmax15Power(alpha)
+        return _Power(alpha)
+
+    def norm_and_weight_(self, clipped, ones):
+        """||clipped||_power and sum(clipped ** (power - 1)), each (..., 1) float32.
+
+        clipped: (..., L) float32 [x - tau]_+ in [0, 1], overwritten with its power-th power.
+        """
+        if self.powered is None:
+            self.powered = torch.empty_like(clipped)
+        torch.pow(clipped, self.power - 1.0, out=self.powered)
+        weight = (self.powered @ ones).unsqueeze(-1)
+        mass = (clipped.mul_(self.powered) @ ones).unsqueeze(-1)
+        return mass ** (1.0 / self.power), weight
+
+    def newton_step(self, norm, weight):
+        """Newton's step on G(tau) = norm - 1, whose derivative is -weight * norm ** (1 - power)."""
+        return (norm - 1.0).mul_(norm ** (self.power - 1.0)).div_(weight)
+
+    def finish(self, shifted, tau, step, norm, weight, clipped, ones):
+        """The probabilities from the last evaluation at tau; clipped holds its power-th power."""
+        # Normalising by the sum itself keeps the row sum exact even for a power far above 2.
+        return clipped.div_((clipped @ ones).unsqueeze(-1))
+
+
+class _SparsemaxPower(_Power):
+    """Power 1: the norm is the plain sum and Newton's step is Michelot's update over the support,
+    so one more step gives the exact threshold."""
+
+    def norm_and_weight_(self, clipped, ones):
+        """Overwrites clipped with its support indicator."""
+        return (clipped @ ones).unsqueeze(-1), (clipped.sign_() @ ones).unsqueeze(-1)
+
+    def newton_step(self, norm, weight):
+        return (norm - 1.0).div_(weight)
+
+    def finish(self, shifted, tau, step, norm, weight, clipped, ones):
+        return _clip(shifted, self.alpha, tau + step, clipped)
+
+
+class _Entmax15Power(_Power):
+    """Power 2: the norm is a square root of a sum of squares, and a closed-form solve over the
+    last support gives the exact threshold."""
+
+    def norm_and_weight_(self, clipped, ones):
+        """Overwrites clipped with its square."""
+        linear = (clipped @ ones).unsqueeze(-1)
+        return (clipped.square_() @ ones).unsqueeze(-1).sqrt_(), linear
+
+    def newton_step(self, norm, weight):
+        return (norm - 1.0).mul_(norm).div_(weight)
+
+    def finish(self, shifted, tau, step, norm, weight, clipped, ones):
         return _entmax15_exact(shifted, tau, weight, norm, clipped, ones)
-    # Normalising by the sum itself keeps the row sum exact even for beta far above 2.
-    return clipped.div_((clipped @ ones).unsqueeze(-1))
 
 
 def _clip(shifted, alpha, tau, out):
     """out = [(alpha-1) * shifted - tau]_+ in one pass plus the clamp; shifted (..., L), tau (..., 1)."""
     return torch.add(tau.neg(), shifted, alpha=alpha - 1.0, out=out).clamp_min_(0.0)
-
-
-def _norm_and_weight_(clipped, beta, powered, ones):
-    """||clipped||_beta and sum(clipped ** (beta - 1)), each (..., 1) float32.
-
-    clipped: (..., L) float32 [x - tau]_+ in [0, 1], overwritten with its support indicator
-    (beta 1) or its beta-th power (otherwise). powered: (..., L) scratch for general beta, else
-    None. ones: (L,) float32. Row sums are products with ``ones``: BLAS matrix-vector products run
-    several times faster than reductions over a short last axis on CPU.
-    """
-    linear = (clipped @ ones).unsqueeze(-1)
-    if beta == 1.0:
-        return linear, (clipped.sign_() @ ones).unsqueeze(-1)
-    if beta == 2.0:
-        return (clipped.square_() @ ones).unsqueeze(-1).sqrt_(), linear
-    torch.pow(clipped, beta - 1.0, out=powered)
-    weight = (powered @ ones).unsqueeze(-1)
-    mass = (clipped.mul_(powered) @ ones).unsqueeze(-1)
-    return mass ** (1.0 / beta), weight
 
 
 def _entmax15_exact(shifted, tau, linear, norm, squared, ones):

@@ -1,7 +1,14 @@
 """PLADIS and GAG: combine dense and sparse attention outputs of the same logits.
 
+PLADIS (Kim et al., arXiv 2503.07677) extrapolates from the dense output toward the sparse one.
+GAG (arXiv 2603.02531, "Geometry-Aware Attention Guidance for Diffusion Models via Modern Hopfield
+Dynamics", Eq. 13) splits the sparse-dense difference into parts parallel and orthogonal to the
+retrieval direction, keeps the parallel part, scales the orthogonal part by zeta, and caps the
+result. PLADIS is GAG's special case (zeta 1, no cap, scale minus one), which ``PladisRule`` states
+as a subclass of ``GagRule``.
+
 Both act per attention output vector (per batch, head and token) over the last axis, in float32,
-and return the input dtype. See docs METHODS.md sections 2 and 3 for the rules and their sources.
+and return the input dtype.
 """
 import math
 
@@ -11,8 +18,8 @@ from . import _checks
 
 # Guards the divisions by ||r||^2 and ||g|| for all-zero vectors (e.g. fully masked rows); far
 # below any norm of a real activation, so it never changes a result otherwise.
-_EPS = 1e-12
-_CAPS = ("absolute", "relative")
+NORM_FLOOR = 1e-12
+CAPS = ("absolute", "relative")
 
 
 def pladis(dense, sparse, scale):
@@ -26,61 +33,99 @@ def pladis(dense, sparse, scale):
     return torch.lerp(dense.float(), sparse.float(), scale).to(dense.dtype)
 
 
-def gag(dense, sparse, scale=10.0, eta=15.0, zeta=0.0, cap="absolute", return_stats=False):
-    """Geometry-Aware Attention Guidance (the GAG paper's Eq. 13, as transcribed in METHODS.md).
+def gag(dense, sparse, scale=10.0, eta=15.0, zeta=0.0, cap="absolute"):
+    """Geometry-Aware Attention Guidance (the GAG paper's Eq. 13); the defaults are the paper's.
 
     Per vector over the last axis, with Delta = sparse - dense and retrieval direction r = sparse:
         Delta_par = (<Delta, r> / max(||r||^2, eps)) r,  Delta_perp = Delta - Delta_par,
         g = Delta_par + zeta * Delta_perp,
         out = sparse + scale * min(1, limit / max(||g||, eps)) * g,
-    where limit = eta (cap="absolute") or eta * ||sparse|| (cap="relative", robust to the scale of
-    a model's activations). eta = math.inf disables the cap.
+    where limit = ``cap_limit(eta, cap, ||r||)``: eta (cap="absolute") or eta * ||sparse||
+    (cap="relative", robust to the scale of a model's activations). eta = math.inf disables the cap.
+    ``diagnostics.guidance_geometry`` measures these quantities.
 
     dense, sparse: (..., D) tensors of the same shape. scale, zeta: finite numbers; eta >= 0.
-    Returns out (..., D) in dense's dtype; with return_stats=True returns (out, stats) where stats
-    holds float32 tensors of shape (...): "parallel_norm" ||Delta_par||, "orthogonal_norm"
-    ||Delta_perp||, "guidance_norm" ||g||, and bool "cap_bound" (||g|| > limit).
+    Returns out (..., D) in dense's dtype.
     """
     scale = _checks.finite_number("scale", scale)
     eta, zeta = check_rule_arguments(dense, sparse, eta, zeta, cap)
 
     retrieval = sparse.float()
     delta = retrieval - dense.float()
-    r_norm = torch.linalg.vector_norm(retrieval, dim=-1, keepdim=True)
-    coefficient = torch.linalg.vecdot(delta, retrieval).unsqueeze(-1) / (r_norm * r_norm).clamp_min(_EPS)
-    stats = _decomposition_stats(delta, retrieval, coefficient, r_norm) if return_stats else None
-    limit = _cap_limit(eta, cap, r_norm)
+    coefficient, r_norm = projection(delta, retrieval)
+    limit = cap_limit(eta, cap, r_norm)
     if zeta == 0.0:
         # The default: g = coefficient * r, so its norm and the output need no (..., D) temporary.
         g_norm = coefficient.abs() * r_norm
-        factor = (limit / g_norm.clamp_min(_EPS)).clamp_max(1.0)
+        factor = (limit / g_norm.clamp_min(NORM_FLOOR)).clamp_max(1.0)
         out = retrieval * (factor * coefficient * scale + 1.0)
     else:
         # g = zeta Delta + (1 - zeta) coefficient r (= Delta_par + zeta Delta_perp), built in
         # delta's buffer.
         guidance = delta.mul_(zeta).add_(retrieval * (coefficient * (1.0 - zeta)))
         g_norm = torch.linalg.vector_norm(guidance, dim=-1, keepdim=True)
-        factor = (limit / g_norm.clamp_min(_EPS)).clamp_max(1.0)
+        factor = (limit / g_norm.clamp_min(NORM_FLOOR)).clamp_max(1.0)
         out = guidance.mul_(factor * scale).add_(retrieval)
-    out = out.to(dense.dtype)
-    if stats is None:
-        return out
-    stats["guidance_norm"] = g_norm.squeeze(-1)
-    stats["cap_bound"] = (g_norm > limit).squeeze(-1)
-    return out, stats
+    return out.to(dense.dtype)
 
 
-def _decomposition_stats(delta, retrieval, coefficient, r_norm):
-    """Norms of Delta_par and Delta_perp, each (...,) float32, from delta and retrieval (..., D)
-    float32, the projection coefficient and ||r||, each (..., 1)."""
-    return {
-        "parallel_norm": (coefficient.abs() * r_norm).squeeze(-1),
-        "orthogonal_norm": torch.linalg.vector_norm(delta - coefficient * retrieval, dim=-1),
-    }
+class GagRule:
+    """GAG with its settings bound and checked: ``rule(dense, sparse) -> gag(dense, sparse, ...)``.
+
+    scale, eta, zeta, cap: as in ``gag``; a bad one raises ValueError naming it when the rule is
+    made, so that a node reports it before sampling starts.
+    """
+
+    def __init__(self, scale, eta, zeta, cap):
+        self.scale = _checks.finite_number("scale", scale)
+        self.eta = _checks.number_in_range("eta", eta, 0.0, math.inf, allow_inf=True)
+        self.zeta = _checks.finite_number("zeta", zeta)
+        self.cap = _checks.one_of("cap", cap, CAPS)
+
+    def __call__(self, dense, sparse):
+        return gag(dense, sparse, self.scale, self.eta, self.zeta, self.cap)
+
+    @property
+    def is_identity(self):
+        """Whether the rule returns the dense output itself (GAG at scale 0 gives the sparse one)."""
+        return False
+
+    def __repr__(self):
+        return f"GagRule(scale={self.scale}, eta={self.eta}, zeta={self.zeta}, cap={self.cap!r})"
 
 
-def _cap_limit(eta, cap, r_norm):
-    """The bound on ||g||: a float eta, or (..., 1) float32 eta * ||r|| for the relative cap."""
+class PladisRule(GagRule):
+    """PLADIS at ``scale``: GAG that keeps the whole difference (zeta 1), uncapped, at scale - 1,
+    computed as the one extrapolation ``pladis``. Scale 0 is the dense output itself."""
+
+    def __init__(self, scale):
+        self.pladis_scale = _checks.finite_number("scale", scale)
+        super().__init__(self.pladis_scale - 1.0, math.inf, 1.0, "absolute")
+
+    def __call__(self, dense, sparse):
+        return pladis(dense, sparse, self.pladis_scale)
+
+    @property
+    def is_identity(self):
+        return self.pladis_scale == 0.0
+
+    def __repr__(self):
+        return f"PladisRule(scale={self.pladis_scale})"
+
+
+def projection(delta, retrieval):
+    """The coefficient of delta along the retrieval and the retrieval's norm.
+
+    delta, retrieval: (..., D) float32. Returns (coefficient, r_norm), each (..., 1) float32, with
+    coefficient = <delta, r> / max(||r||^2, eps), so that Delta_par = coefficient * r.
+    """
+    r_norm = torch.linalg.vector_norm(retrieval, dim=-1, keepdim=True)
+    coefficient = torch.linalg.vecdot(delta, retrieval).unsqueeze(-1) / (r_norm * r_norm).clamp_min(NORM_FLOOR)
+    return coefficient, r_norm
+
+
+def cap_limit(eta, cap, r_norm):
+    """The bound on ||g||: a float eta, or eta * ||r|| (r_norm's shape, float32) for the relative cap."""
     # inf * ||r|| would be NaN for a zero vector; an infinite eta means no cap in either mode.
     if cap == "absolute" or eta == math.inf:
         return eta
@@ -92,8 +137,7 @@ def check_rule_arguments(dense, sparse, eta, zeta, cap):
     _check_pair(dense, sparse)
     eta = _checks.number_in_range("eta", eta, 0.0, math.inf, allow_inf=True)
     zeta = _checks.finite_number("zeta", zeta)
-    if cap not in _CAPS:
-        raise ValueError(f"cap must be one of {_CAPS}, got {cap!r}")
+    _checks.one_of("cap", cap, CAPS)
     return eta, zeta
 
 

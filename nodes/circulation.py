@@ -6,12 +6,12 @@ import logging
 import comfy.ops
 from comfy_api.latest import io
 
-from ..gag_core import circulation_attention
+from ..gag_core.circulation import adaptive_settings, circulation_attention
 from ..gag_core._checks import finite_number
 from ..gag_core.diagnostics import hopfield_diagnostics_qk
 from .inputs import CATEGORY, EVERY_BLOCK, layers_input, schedule_inputs
 from .layout import UNET, parse_selection, unet_transformer_blocks
-from .patching import PROBE_KEY, Window, install, model_layout
+from .patching import PROBE_KEY, SharedOnCopy, Window, install, model_layout
 from .web import report_layout
 
 LAYER_INPUT_KEY = "comfyui_gag_attn1_input"
@@ -28,8 +28,8 @@ def _stash_layer_input(n, context, value, extra_options):
 
 
 @dataclasses.dataclass(frozen=True)
-class CirculationRule:
-    """Replace patch computing circulation-controlled self-attention (gag_core)."""
+class CirculationPatch(SharedOnCopy):
+    """The "replace" patch for patching.install: computes circulation-controlled self-attention."""
 
     alpha: float
     beta: float
@@ -38,9 +38,6 @@ class CirculationRule:
     adapt_beta: bool = False
     value_projections: object = None  # {(group, number, transformer_index): to_v Linear} for the input-space path
     mode = "replace"
-
-    def __deepcopy__(self, memo):
-        return self
 
     def _reference_inputs(self, call):
         # The attn1 patch stashes the input of every attention layer and the node made a projection
@@ -57,19 +54,18 @@ class CirculationRule:
         inputs = dict(path="value")
         if self.path == "reference" and call.kind == "self":
             inputs.update(self._reference_inputs(call))
-        recorder = call.options.get(PROBE_KEY)
-        result = circulation_attention(
+        output = circulation_attention(
             call.q, call.k, call.v, alpha=self.alpha, beta=self.beta, mask=call.mask,
-            adaptive=self.adaptive, adapt_beta=self.adapt_beta, return_stats=recorder is not None, **inputs,
+            adaptive=self.adaptive, adapt_beta=self.adapt_beta, **inputs,
         )
-        if recorder is None:
-            return result
-        output, stats = result
-        hopfield = hopfield_diagnostics_qk(call.q, call.k, output)
-        recorder.circulation(call, {
-            "eta_m": stats["eta_M"], "alpha_eff": stats["alpha_eff"],
-            **{name: hopfield[name] for name in ("energy", "instability", "alignment")},
-        })
+        recorder = call.options.get(PROBE_KEY)
+        if recorder is not None:
+            settings = adaptive_settings(call.q, call.k, self.alpha, self.beta, self.adaptive, self.adapt_beta)
+            hopfield = hopfield_diagnostics_qk(call.q, call.k, output)
+            recorder.circulation(call, {
+                "symmetry": settings["symmetry"], "alpha_eff": settings["alpha"],
+                **{name: hopfield[name] for name in ("energy", "instability", "alignment")},
+            })
         return output
 
 
@@ -97,8 +93,8 @@ def patch_circulation(node_class, model, alpha, beta, start_percent, end_percent
     projections = _value_projections(model, selection) if path == "reference" and layout.kind == UNET else None
     if path == "reference" and projections is None:
         logger.info("[ComfyUI-GAG] %s: DiTs use the value-space path (the input-space one is for UNets).", node_class.__name__)
-    rule = CirculationRule(alpha, beta, "reference" if projections else "value", adaptive, adapt_beta, projections)
-    patched = install(model, layout, rule, selection, window, unet_attention="attn1")
+    patch = CirculationPatch(alpha, beta, "reference" if projections else "value", adaptive, adapt_beta, projections)
+    patched = install(model, layout, patch, selection, window, unet_attention="attn1")
     if projections:
         patched.set_model_attn1_patch(_stash_layer_input)
     return patched

@@ -2,16 +2,15 @@
 image-to-text part of joint attention (DiT)."""
 import dataclasses
 import functools
-import math
 
 from comfy_api.latest import io
 
-from ..gag_core import gag, pladis
-from ..gag_core._checks import entmax_alpha, finite_number, number_in_range
+from ..gag_core._checks import entmax_alpha, number_in_range
+from ..gag_core.guidance import GagRule, PladisRule
 from ..gag_core.delta import guidance_delta, joint_guidance_delta
 from .inputs import CATEGORY, alpha_input, layers_input, schedule_inputs
 from .layout import parse_selection
-from .patching import PROBE_KEY, Window, install, model_layout
+from .patching import PROBE_KEY, SharedOnCopy, Window, install, model_layout
 from .web import report_layout
 
 TEXT_KEYS, ALL_KEYS = "text keys", "all keys"
@@ -25,28 +24,23 @@ DEFAULT_PLADIS_SCALE = 1.0
 
 
 @dataclasses.dataclass(frozen=True)
-class GuidanceRule:
-    """A sparse-vs-dense combination rule (GAG, or PLADIS with ``method="pladis"``) and how
-    strongly it replaces plain attention; ``apply`` is the "post" patch for patching.install."""
+class GuidancePatch(SharedOnCopy):
+    """The "post" patch for patching.install: adds strength * (rule(dense, sparse) - dense) to the
+    attention output, on a joint call for the generated image's queries only.
 
-    method: str
-    scale: float
+    rule: a gag_core GagRule or PladisRule; alpha: the entmax alpha of the sparse output;
+    all_keys: on joint calls, guide whole rows rather than the text keys' share.
+    """
+
+    rule: GagRule
     alpha: float
-    eta: float = math.inf
-    zeta: float = 1.0
-    cap: str = "absolute"
     strength: float = 1.0
     all_keys: bool = False
     mode = "post"
 
-    def combine(self, dense, sparse):
-        if self.method == "pladis":
-            return pladis(dense, sparse, self.scale)
-        return gag(dense, sparse, self.scale, self.eta, self.zeta, self.cap)
-
     @property
     def is_identity(self):
-        return self.strength == 0.0 or (self.method == "pladis" and self.scale == 0.0)
+        return self.strength == 0.0 or self.rule.is_identity
 
     def apply(self, call, output, row_logsumexp=None, output_is_plain=False):
         """Add strength * (guided - dense) to the output; in a joint call only the generated image's
@@ -54,20 +48,25 @@ class GuidanceRule:
         call's logits, where the base output's kernel gave it. output_is_plain: the output is the
         call's plain attention (no other patch's), so it is the dense output of a whole row."""
         recorder = call.options.get(PROBE_KEY)
-        observe = None if recorder is None else functools.partial(recorder.guidance, call, self)
+        observe = None if recorder is None else functools.partial(recorder.guidance, call, self.rule)
         plain = call.heads_first(output) if output_is_plain else None
         if call.kind == "cross":
-            delta = guidance_delta(call.q, call.k, call.v, self.combine, self.alpha, mask=call.mask, observe=observe,
+            delta = guidance_delta(call.q, call.k, call.v, self.rule, self.alpha, mask=call.mask, observe=observe,
                                    dense=plain)
             return call.add_to_rows(output, self._scaled(delta), 0)
         delta = joint_guidance_delta(
-            call.q, call.k, call.v, self.combine, call.text, call.image, self.alpha, mask=call.mask,
+            call.q, call.k, call.v, self.rule, call.text, call.image, self.alpha, mask=call.mask,
             all_keys=self.all_keys, observe=observe, row_logsumexp=row_logsumexp, plain=plain,
         )
         return call.add_to_rows(output, self._scaled(delta), call.image.start)
 
     def _scaled(self, delta):
         return delta if self.strength == 1.0 else self.strength * delta
+
+
+def simple_gag_patch(scale=10.0):
+    """The patch of the simple GAG node: the relative cap at its default, no sideways part, entmax-1.5."""
+    return GuidancePatch(GagRule(scale, eta=DEFAULT_ETA, zeta=0.0, cap=CAPS[RELATIVE_CAP]), alpha=1.5)
 
 
 def gag_scale_input():
@@ -78,14 +77,14 @@ def gag_scale_input():
     )
 
 
-def _patch_guidance(node_class, model, rule, layers, start_percent, end_percent):
+def _patch_guidance(node_class, model, patch, layers, start_percent, end_percent):
     window = Window.from_percent(model, start_percent, end_percent)
     layout = model_layout(model, node_class.__name__)
-    if layout is None or rule.is_identity:
+    if layout is None or patch.is_identity:
         return model  # strength 0 or PLADIS scale 0: attention is exactly the model's own
     report_layout(node_class, layout)
     selection = parse_selection(layers, layout) or layout.guidance_default()
-    return install(model, layout, rule, selection, window, unet_attention="attn2")
+    return install(model, layout, patch, selection, window, unet_attention="attn2")
 
 
 class GAGAttentionGuidance(io.ComfyNode):
@@ -108,9 +107,7 @@ class GAGAttentionGuidance(io.ComfyNode):
 
     @classmethod
     def execute(cls, model, scale=10.0, start_percent=0.0, end_percent=1.0):
-        rule = GuidanceRule("gag", finite_number("scale", scale), alpha=1.5, eta=DEFAULT_ETA, zeta=0.0,
-                            cap=CAPS[RELATIVE_CAP])
-        return io.NodeOutput(_patch_guidance(cls, model, rule, "", start_percent, end_percent))
+        return io.NodeOutput(_patch_guidance(cls, model, simple_gag_patch(scale), "", start_percent, end_percent))
 
 
 class GAGAttentionGuidanceAdvanced(io.ComfyNode):
@@ -171,12 +168,11 @@ class GAGAttentionGuidanceAdvanced(io.ComfyNode):
             raise ValueError(f"guide_keys must be '{TEXT_KEYS}' or '{ALL_KEYS}', got {guide_keys!r}")
         if cap not in CAPS:
             raise ValueError(f"cap must be one of {list(CAPS)}, got {cap!r}")
-        rule = GuidanceRule(
-            "gag", finite_number("scale", scale), entmax_alpha(alpha),
-            eta=number_in_range("eta", eta, 0.0, math.inf, allow_inf=True), zeta=finite_number("zeta", zeta),
-            cap=CAPS[cap], strength=number_in_range("strength", strength, 0.0, 1.0), all_keys=guide_keys == ALL_KEYS,
+        patch = GuidancePatch(
+            GagRule(scale, eta, zeta, CAPS[cap]), entmax_alpha(alpha),
+            strength=number_in_range("strength", strength, 0.0, 1.0), all_keys=guide_keys == ALL_KEYS,
         )
-        return io.NodeOutput(_patch_guidance(cls, model, rule, layers, start_percent, end_percent))
+        return io.NodeOutput(_patch_guidance(cls, model, patch, layers, start_percent, end_percent))
 
 
 class PLADISAttentionGuidance(io.ComfyNode):
@@ -205,8 +201,8 @@ class PLADISAttentionGuidance(io.ComfyNode):
 
     @classmethod
     def execute(cls, model, scale=DEFAULT_PLADIS_SCALE, alpha=1.5, layers="", start_percent=0.0, end_percent=1.0):
-        rule = GuidanceRule("pladis", finite_number("scale", scale), entmax_alpha(alpha))
-        return io.NodeOutput(_patch_guidance(cls, model, rule, layers, start_percent, end_percent))
+        patch = GuidancePatch(PladisRule(scale), entmax_alpha(alpha))
+        return io.NodeOutput(_patch_guidance(cls, model, patch, layers, start_percent, end_percent))
 
 
 NODES = [GAGAttentionGuidance, GAGAttentionGuidanceAdvanced, PLADISAttentionGuidance]

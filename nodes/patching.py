@@ -187,9 +187,10 @@ def _split_heads(q, k, v, heads, skip_reshape, scale):
     return (q, k, v), None
 
 
-def _mask_4d(mask):
+def _mask_from_comfy(mask):
     """ComfyUI's attention masks come as (Lq, Lk), (B, Lq, Lk) or (B, H, Lq, Lk); make them 4-D
-    the way its backends do, so they broadcast against (B, H, Lq, Lk) scores."""
+    the way its backends do (a 3-D mask is per batch, not per head as broadcasting would read it),
+    so that gag_core receives (B, H, Lq, Lk)-broadcastable masks."""
     if mask is None:
         return None
     if mask.ndim == 2:
@@ -282,7 +283,7 @@ class DitAttentionOverride(SharedOnCopy):
             self._log_unpatched(reason)
             return None
         q, k, v = split
-        mask = _mask_4d(a["mask"])
+        mask = _mask_from_comfy(a["mask"])
         if kind != "joint":
             return AttentionCall(q, k, v, mask, kind, block, info.sigma, a["skip_output_reshape"], options)
         text_tokens = info.text_tokens

@@ -13,7 +13,7 @@ import numpy as np
 import torch
 from comfy_api.latest import io, ui
 
-from ..gag_core import gag
+from ..gag_core.diagnostics import guidance_diagnostics
 from ..gag_plot import grid, line_plot
 from .inputs import CATEGORY
 from .patching import PROBE_KEY, SharedOnCopy
@@ -25,7 +25,7 @@ PANELS = [
     ("guidance", "parallel_share", "GAG: parallel share of the sparse-dense difference", "share"),
     ("guidance", "cap_fraction", "GAG: fraction of tokens where the cap binds", "fraction"),
     ("guidance", "guidance_norm", "GAG: mean guidance norm ||g||", "norm"),
-    ("circulation", "eta_m", "Circulation: symmetry eta_M of Q K^T", "eta_M"),
+    ("circulation", "symmetry", "Circulation: symmetry eta_M of Q K^T", "eta_M"),
     ("circulation", "alpha_eff", "Circulation: effective alpha", "alpha"),
     ("circulation", "energy", "Hopfield energy", "energy"),
     ("circulation", "instability", "Hopfield instability fraction", "fraction"),
@@ -50,17 +50,12 @@ class GeometryRecorder(SharedOnCopy):
         self.rows.append(dict(sigma=call.sigma, group=call.block[0], kind=kind, **values))
 
     def guidance(self, call, rule, dense, sparse):
-        """Observer for guidance_delta: the geometry of the sparse-dense difference."""
-        # PLADIS' rule has no cap (eta inf) and guides by the whole difference (zeta 1).
-        _, stats = gag(dense, sparse, eta=rule.eta, zeta=rule.zeta, cap=rule.cap, return_stats=True)
-        parallel = stats["parallel_norm"].mean()
-        orthogonal = stats["orthogonal_norm"].mean()
-        values = torch.stack([
-            parallel / (parallel + orthogonal).clamp_min(torch.finfo(torch.float32).tiny),  # no 0 / 0 when both norms are 0
-            stats["cap_bound"].float().mean(),
-            stats["guidance_norm"].mean(),
-        ]).tolist()
-        self._add(call, "guidance", dict(zip(("parallel_share", "cap_fraction", "guidance_norm"), values)))
+        """Observer for guidance_delta: the geometry of the sparse-dense difference under ``rule``
+        (a GagRule or PladisRule, whose eta, zeta and cap say how GAG would see it)."""
+        stats = guidance_diagnostics(dense, sparse, rule.eta, rule.zeta, rule.cap)
+        metrics = ("parallel_share", "cap_fraction", "guidance_norm")
+        values = torch.stack([stats[name] for name in metrics]).tolist()  # one host sync for the three
+        self._add(call, "guidance", dict(zip(metrics, values)))
 
     def circulation(self, call, stats):
         """Observer for circulation patches: stats is a dict of 0-d tensors."""

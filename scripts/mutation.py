@@ -64,11 +64,11 @@ PROSE_LINES = [r"\b(tooltip|description|display_name)=", r'^\s*f?"[^"]*"\s*[,)]*
 # Survivors no test can kill, each with why: (function, text on a mutated line, reason). They are
 # listed apart in the report and counted with the killed ones in its second score.
 EXPLAINED = [
-    ("CirculationRule._reference_inputs", 'get("block_index", ', "equivalent: ComfyUI's SpatialTransformer sets "
+    ("CirculationPatch._reference_inputs", 'get("block_index", ', "equivalent: ComfyUI's SpatialTransformer sets "
      "block_index on every call, so the default (ComfyUI's own, 0) is never read"),
-    ("CirculationRule._reference_inputs", "b_v=", "equivalent: every UNet's value projection is built without a bias "
+    ("CirculationPatch._reference_inputs", "b_v=", "equivalent: every UNet's value projection is built without a bias "
      "(to_v, bias=False), so the bias is None either way"),
-    ("CirculationRule._reference_inputs", "cast_bias_weight(projection, ", "killed outside the run: without the "
+    ("CirculationPatch._reference_inputs", "cast_bias_weight(projection, ", "killed outside the run: without the "
      "input, ComfyUI casts the weight to its own dtype, which differs only when weights are stored in another "
      "precision than the compute one; tests/integration/test_low_vram.py covers that and is left out for its time"),
     ("patch_circulation", 'path="', "equivalent: only \"reference\" selects the input-space path, so any other "
@@ -99,18 +99,18 @@ EXPLAINED = [
      "their attention functions take transformer_options as their only keyword"),
     ("UnetAttentionReplace._base", "attn_precision=", "equivalent in these runs: ComfyUI reads the attention "
      "precision only to upcast half-precision attention on CUDA, and the tests run float32 on CPU"),
-    ("GuidanceRule.apply", "plain = ", "performance only: without the layer's plain output gag_core computes the "
+    ("GuidancePatch.apply", "plain = ", "performance only: without the layer's plain output gag_core computes the "
      "same dense output again"),
-    ("GuidanceRule.apply", "plain=", "performance only, as above"),
-    ("GuidanceRule.apply", "dense=", "performance only, as above"),
-    ("GuidanceRule.apply", "row_logsumexp", "performance only: without the kernel's logsumexp gag_core forms it from "
+    ("GuidancePatch.apply", "plain=", "performance only, as above"),
+    ("GuidancePatch.apply", "dense=", "performance only, as above"),
+    ("GuidancePatch.apply", "row_logsumexp", "performance only: without the kernel's logsumexp gag_core forms it from "
      "the logits, the same value to rounding"),
-    ("GuidanceRule.apply", "mask=", "equivalent: the cross-attention calls of the tested models carry no mask (a "
+    ("GuidancePatch.apply", "mask=", "equivalent: the cross-attention calls of the tested models carry no mask (a "
      "UNet's attn2 replace patch gets none, Cosmos-type cross-attention passes none)"),
-    ("GuidanceRule.apply", "add_to_rows(output, self._scaled(delta), ", "equivalent: a cross-attention delta covers "
+    ("GuidancePatch.apply", "add_to_rows(output, self._scaled(delta), ", "equivalent: a cross-attention delta covers "
      "every row, which add_to_rows adds whole whatever the first row"),
     ("gag", "g_norm > ", "equivalent: ||g|| equals the cap's limit exactly only by chance"),
-    ("joint_guidance_delta", "mask.shape[", "equivalent: the pack hands gag_core 4-D masks (nodes.patching._mask_4d), "
+    ("joint_guidance_delta", "mask.shape[", "equivalent: the pack hands gag_core 4-D masks (nodes.patching._mask_from_comfy), "
      "whose axis 2 is axis -2"),
     ("joint_guidance_delta", "max_score_elements=", "performance only: the chunk size bounds the memory of the "
      "score buffers, the outputs are the same (tests/unit/test_attention.py checks them at several chunk sizes)"),

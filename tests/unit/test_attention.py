@@ -46,7 +46,7 @@ def _reference(q, k, v, alpha, oracle, mask=None, key_slice=None):
 @pytest.mark.parametrize("alpha", [1.0, 1.3, 1.5, 2.0])
 def test_matches_materialised_reference(alpha, entmax_oracle):
     q, k, v = _qkv()
-    dense, sparse = sparse_dense_attention(q, k, v, alpha=alpha)
+    dense, sparse, _ = sparse_dense_attention(q, k, v, alpha=alpha)
     ref_dense, ref_sparse, _ = _reference(q, k, v, alpha, entmax_oracle)
     assert dense.shape == sparse.shape == (B, H, LQ, D)
     torch.testing.assert_close(dense.double(), ref_dense, atol=1e-5, rtol=0)
@@ -76,7 +76,7 @@ def _masks():
 def test_masks(mask_name, alpha, entmax_oracle):
     mask = _masks()[mask_name]
     q, k, v = _qkv(seed=1)
-    dense, sparse = sparse_dense_attention(q, k, v, alpha=alpha, mask=mask)
+    dense, sparse, _ = sparse_dense_attention(q, k, v, alpha=alpha, mask=mask)
     ref_dense, ref_sparse, _ = _reference(q, k, v, alpha, entmax_oracle, mask=mask)
     torch.testing.assert_close(dense.double(), ref_dense, atol=1e-5, rtol=0)
     torch.testing.assert_close(sparse.double(), ref_sparse, atol=1e-5, rtol=0)
@@ -135,7 +135,7 @@ def test_half_precision(dtype, atol, entmax_oracle):
 
 def test_value_dim_may_differ(entmax_oracle):
     q, k, v = _qkv(value_dim=5, seed=6)
-    dense, sparse = sparse_dense_attention(q, k, v)
+    dense, sparse, _ = sparse_dense_attention(q, k, v)
     ref_dense, ref_sparse, _ = _reference(q, k, v, 1.5, entmax_oracle)
     assert dense.shape == (B, H, LQ, 5)
     torch.testing.assert_close(sparse.double(), ref_sparse, atol=1e-5, rtol=0)

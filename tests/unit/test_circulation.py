@@ -1,12 +1,12 @@
 """Circulation control: exactness at alpha = 1, the fused logits, both paths against materialised
-implementations written straight from METHODS.md section 4, eta_M, adaptive modes, validation."""
+implementations written straight from the paper's formulas, eta_M, adaptive modes, validation."""
 import math
 
 import pytest
 import torch
 import torch.nn.functional as F
 
-from gag_core.circulation import circulation_attention, circulation_logits_qk, symmetricity
+from gag_core.circulation import adaptive_settings, circulation_attention, circulation_logits_qk, symmetricity
 
 
 
@@ -189,24 +189,27 @@ def test_adaptive_modes(path):
         (None, True, alpha, beta * (1 - eta.item())),
     ]
     for adaptive, adapt_beta, alpha_eff, beta_eff in cases:
-        out, stats = circulation_attention(q, k, v, alpha, beta, adaptive=adaptive, adapt_beta=adapt_beta, return_stats=True, **layer)
+        out = circulation_attention(q, k, v, alpha, beta, adaptive=adaptive, adapt_beta=adapt_beta, **layer)
+        stats = adaptive_settings(q, k, alpha, beta, adaptive=adaptive, adapt_beta=adapt_beta)
         expected = circulation_attention(q, k, v, alpha_eff, beta_eff, **layer)
         torch.testing.assert_close(out, expected, rtol=1e-10, atol=1e-10)
-        assert stats["eta_M"].item() == pytest.approx(eta.item(), abs=1e-6)
-        assert stats["alpha_eff"].item() == pytest.approx(alpha_eff, abs=1e-6)
-        assert stats["beta_eff"].item() == pytest.approx(beta_eff, abs=1e-5)
+        assert stats["symmetry"].item() == pytest.approx(eta.item(), abs=1e-6)
+        assert stats["alpha"].item() == pytest.approx(alpha_eff, abs=1e-6)
+        assert stats["beta"].item() == pytest.approx(beta_eff, abs=1e-5)
         assert all(t.dtype == torch.float32 and t.ndim == 0 for t in stats.values())
 
 
-def test_stats_without_adaptation_and_scale_mode_at_alpha_one():
+def test_settings_without_adaptation_and_scale_mode_at_alpha_one():
     _, q, k, v, _, _ = _layer()
-    out, stats = circulation_attention(q, k, v, 1.1, 3.0, return_stats=True)
-    assert torch.equal(out, circulation_attention(q, k, v, 1.1, 3.0))
-    assert stats["alpha_eff"].item() == pytest.approx(1.1) and stats["beta_eff"].item() == pytest.approx(3.0)
+    stats = adaptive_settings(q, k, 1.1, 3.0)
+    assert stats["alpha"].item() == pytest.approx(1.1) and stats["beta"].item() == pytest.approx(3.0)
     # "scale" rescales alpha itself, so alpha = 1 is not vanilla there (alpha_eff = eta_M).
-    out, stats = circulation_attention(q, k, v, 1.0, 3.0, adaptive="scale", return_stats=True)
-    assert stats["alpha_eff"].item() == pytest.approx(stats["eta_M"].item())
+    stats = adaptive_settings(q, k, 1.0, 3.0, adaptive="scale")
+    assert stats["alpha"].item() == pytest.approx(stats["symmetry"].item())
+    out = circulation_attention(q, k, v, 1.0, 3.0, adaptive="scale")
     assert not torch.equal(out, F.scaled_dot_product_attention(q, k, v))
+    with pytest.raises(ValueError, match="^adaptive must"):
+        adaptive_settings(q, k, 1.1, 3.0, adaptive="auto")
 
 
 @pytest.mark.parametrize("dtype", [torch.bfloat16, torch.float16])

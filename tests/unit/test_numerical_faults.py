@@ -20,7 +20,7 @@ def _qkv(dtype, scale=1.0, shape=(1, 2, 16, 8, 32), seed=0):
 def test_fp16_scores_beyond_fp16_range():
     q, k, v = _qkv(torch.float16, scale=300.0)
     assert not torch.isfinite(q @ k.transpose(-1, -2)).all(), "the fault is not reproduced"
-    dense, sparse = gag_core.sparse_dense_attention(q, k, v)
+    dense, sparse, _ = gag_core.sparse_dense_attention(q, k, v)
     delta = guidance_delta(q, k, v, functools.partial(gag_core.gag, scale=10.0), key_slice=slice(0, 4))
     for out in (dense, sparse, delta):
         assert torch.isfinite(out).all()
@@ -32,7 +32,7 @@ def test_rows_with_every_key_masked():
     q, k, v = _qkv(torch.float32)
     mask = torch.ones(1, 1, 16, 8, dtype=torch.bool)
     mask[..., 3, :] = False
-    dense, sparse = gag_core.sparse_dense_attention(q, k, v, mask=mask)
+    dense, sparse, _ = gag_core.sparse_dense_attention(q, k, v, mask=mask)
     assert torch.isfinite(dense).all() and torch.isfinite(sparse).all()
     delta = guidance_delta(q, k, v, functools.partial(gag_core.gag, scale=10.0), mask=mask, key_slice=slice(0, 4))
     assert torch.isfinite(delta).all()
