@@ -103,15 +103,15 @@ def patch_circulation(node_class, model, alpha, beta, start_percent, end_percent
 def _alpha_beta_inputs():
     return [
         io.Float.Input(
-            "alpha", optional=True, default=1.05, min=0.0, max=3.0, step=0.01,
-            tooltip="Circulation scale. Above 1 adds variety and breaks up muddled mixtures of concepts; "
+            "alpha", display_name="circulation scale (alpha)", optional=True, default=1.05, min=0.0, max=3.0, step=0.01,
+            tooltip="How much of the circulation (the one-way part of attention) is kept. Above 1 adds variety and breaks up muddled mixtures of concepts; "
             "too far above (about 1.2) breaks the image. Below 1 is more faithful and less varied. "
             "1 leaves the model unchanged.",
         ),
         io.Float.Input(
-            "beta", optional=True, default=3.0, min=0.0, max=10.0, step=0.1,
+            "beta", display_name="step size (beta)", optional=True, default=3.0, min=0.0, max=10.0, step=0.1,
             tooltip="How far each layer steps toward the circulation-scaled attention. Higher makes "
-            "alpha's effect stronger.",
+            "the circulation scale's effect stronger.",
         ),
     ]
 
@@ -153,17 +153,17 @@ class AttentionCirculationControlAdvanced(io.ComfyNode):
                 *_alpha_beta_inputs(),
                 io.Combo.Input(
                     "adaptive", optional=True, options=list(ADAPTIVE_MODES), default="off",
-                    tooltip="Adapt alpha per layer to how symmetric its attention already is: 'dev' "
-                    "(the paper's) moves alpha toward 1 where attention is asymmetric, 'scale' multiplies "
-                    "alpha by the symmetry. 'off' uses alpha as given.",
+                    tooltip="Adapt the circulation scale per layer to how symmetric its attention already is: "
+                    "'dev' (the paper's) moves it toward 1 where attention is asymmetric, 'scale' multiplies "
+                    "it by the symmetry. 'off' uses it as given.",
                 ),
                 io.Boolean.Input(
-                    "adapt_beta", optional=True, default=False,
-                    tooltip="Also shrink beta where attention is already symmetric (adaptive modes only).",
+                    "adapt_beta", display_name="adapt step size", optional=True, default=False,
+                    tooltip="Also shrink the step size where attention is already symmetric.",
                 ),
                 io.Combo.Input(
                     "path", optional=True, options=list(PATHS), default="value space (fast)",
-                    tooltip="'value space' is fast (about 2x a plain attention call). 'input space' is the "
+                    tooltip="'value space' is fast: a second attention call and a blend. 'input space' is the "
                     "paper's exact method, several times slower, UNet (SD1.5/SDXL) only: FLUX, SD3 and "
                     "Qwen-Image always use value space.",
                 ),

@@ -128,13 +128,13 @@ class GAGAttentionGuidanceAdvanced(io.ComfyNode):
                     "Use it to dial the whole effect down smoothly.",
                 ),
                 io.Float.Input(
-                    "eta", optional=True, default=DEFAULT_ETA, min=0.0, max=1000.0, step=0.01,
+                    "eta", display_name="cap size (eta)", optional=True, default=DEFAULT_ETA, min=0.0, max=1000.0, step=0.01,
                     tooltip="Cap on the size of each guidance push, which keeps strong settings from "
-                    "blowing up; how it is measured is set by 'cap'. Lower clamps harder; 0 turns the push "
+                    "blowing up; how it is measured is set by 'cap measured as'. Lower clamps harder; 0 turns the push "
                     "off. The paper's 15 (absolute) never binds on some models.",
                 ),
                 io.Float.Input(
-                    "zeta", optional=True, default=0.0, min=0.0, max=1.0, step=0.01,
+                    "zeta", display_name="sideways part (zeta)", optional=True, default=0.0, min=0.0, max=1.0, step=0.01,
                     tooltip="How much of the sideways (off-direction) part of the push is kept. 0 keeps only "
                     "the part that sharpens what attention already retrieves (stable); 1 keeps all of it "
                     "(PLADIS-like, more change, less stable).",
@@ -150,8 +150,8 @@ class GAGAttentionGuidanceAdvanced(io.ComfyNode):
                 *schedule_inputs(),
                 # Last, so that workflows saved before it existed keep their widget values in order.
                 io.Combo.Input(
-                    "cap", optional=True, options=list(CAPS), default=RELATIVE_CAP,
-                    tooltip="How eta is measured. 'relative to the focused output' (default): the push is "
+                    "cap", display_name="cap measured as", optional=True, options=list(CAPS), default=RELATIVE_CAP,
+                    tooltip="How the cap size (eta) is measured. 'relative to the focused output' (default): the push is "
                     "at most eta times the length of the focused attention output, so one eta means the same "
                     "on every model (0.03 default, 0.1 stronger). 'absolute' (the paper's): at most eta long, "
                     "which binds differently on every model.",

@@ -35,7 +35,7 @@ def layers_input(example, default_blocks=GUIDANCE_DEFAULT_BLOCKS):
 
 def alpha_input():
     return io.Float.Input(
-        "alpha", optional=True, default=1.5, min=1.0, max=2.0, step=0.05,
+        "alpha", display_name="sparsity (entmax alpha)", optional=True, default=1.5, min=1.0, max=2.0, step=0.05,
         tooltip="How sparse the focused attention is: 1.5 (entmax, default) keeps the few most relevant "
         "prompt tokens per pixel, 2 (sparsemax) keeps even fewer. 1 makes it plain attention (no effect).",
     )

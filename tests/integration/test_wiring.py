@@ -15,6 +15,7 @@ session's node_classes fixture runs it once).
 """
 import dataclasses
 import inspect
+import json
 import pathlib
 import re
 
@@ -153,6 +154,35 @@ def test_display_names_are_the_ones_the_readme_lists(node_classes):
     nodes_section = README.read_text().split("\n## Nodes\n", 1)[1].split("\n## ", 1)[0]
     listed = set(re.findall(r"^\| ([A-Z][^|]*?) \| ", nodes_section, re.M))
     assert {schema.display_name for _, schema in schemas(node_classes)} == listed
+
+
+def test_an_input_id_with_two_meanings_shows_a_name_for_each(node_classes):
+    """alpha is entmax's sparsity on the guidance nodes and the circulation scale on the circulation
+    nodes; the saved id stays (old workflows load), the name shown says which."""
+    shown = {}
+    for _, schema in schemas(node_classes):
+        for item in settings(schema):
+            shown.setdefault(item.id, set()).add(item.display_name or item.id)
+    assert len(shown["alpha"]) == 2 and "alpha" not in shown["alpha"], shown["alpha"]
+    assert "eta" not in shown["eta"] and "beta" not in shown["beta"]
+
+
+def test_shipped_workflows_save_the_inputs_the_nodes_have_in_their_order(node_classes):
+    """A saved workflow maps its widget values to inputs by position and names them by id: both
+    must hold for every pack node in every shipped workflow, whatever names the nodes show."""
+    checked = 0
+    for path in sorted((comfy_env.PACK_DIR / "workflows").glob("*.json")):
+        for node in json.loads(path.read_text())["nodes"]:
+            if node["type"] not in node_classes:
+                continue
+            schema = node_classes[node["type"]].define_schema()
+            ids = [item.id for item in schema.inputs]
+            saved = [entry["name"] for entry in node.get("inputs", [])]
+            assert saved == ids[: len(saved)], f"{path.name}: {node['type']} saves {saved}, has {ids}"
+            widgets = [item.id for item in settings(schema)]
+            assert len(node["widgets_values"]) <= len(widgets), f"{path.name}: {node['type']}"
+            checked += 1
+    assert checked >= 17
 
 
 def test_every_node_addresses_its_messages_to_its_own_widget(node_classes):
