@@ -1,9 +1,13 @@
 """A toy Modern Hopfield network: the one claim of the GAG paper that can be checked exactly here.
 
-METHODS.md section 5. Stored patterns are the rows of X (N, d) (the paper's X is d x N; rows keep
+The GAG paper (arXiv 2603.02531) reads one attention layer as one Modern Hopfield step and claims that
+extrapolating the sparse-dense discrepancy naively, xi + lam (T_s - T_d), stops converging as lam
+grows, while its capped parallel rule converges. Stored patterns are the rows of X (N, d) (the paper's X is d x N; rows keep
 the attention layout, one state per row). One attention layer is one Hopfield step:
 
-    dense   T_d(xi) = softmax(beta xi X^T) X,      sparse  T_s(xi) = entmax_1.5(beta xi X^T) X.
+    dense   T_d(xi) = softmax(b xi X^T) X,      sparse  T_s(xi) = entmax_1.5(b xi X^T) X,
+
+with b the inverse temperature.
 
 Update rules for the next state (all take the attention output as the next state, as one layer's
 output is the next layer's input):
@@ -11,9 +15,9 @@ output is the next layer's input):
 - "sparse": T_s(xi);
 - "naive":  T_s + lam (T_s - T_d), unprojected and uncapped extrapolation of the sparse-dense
   discrepancy. This is GAG with zeta = 1 and no cap (equivalently PLADIS with scale lam + 1), so
-  it differs from "gag" only by the projection and the cap. It is the reading of METHODS'
-  "xi + lam (T_s - T_d)" with xi the attention output, used for the claim.
-- "literal": xi + lam (T_s - T_d) with xi the previous state, METHODS' formula read literally.
+  it differs from "gag" only by the projection and the cap. It is the reading of the
+  claim's "xi + lam (T_s - T_d)" with xi the attention output, used for the claim.
+- "literal": xi + lam (T_s - T_d) with xi the previous state, the claim's formula read literally.
   No stored pattern is a fixed point (that needs T_s = T_d), so its state creeps along the
   retrieved pattern ever more slowly; for comparison only.
 - "gag":    gag(T_d, T_s, lam, eta, zeta, cap) from guidance.py, by default the paper's
@@ -61,24 +65,24 @@ def noisy_queries(patterns, count=8, noise=0.5, seed=1):
     return queries / queries.norm(dim=-1, keepdim=True)
 
 
-def dense_update(patterns, xi, beta):
-    """T_d(xi) = softmax(beta xi X^T) X. patterns (N, d), xi (Q, d) -> (Q, d)."""
-    return torch.softmax(beta * xi @ patterns.T, dim=-1) @ patterns
+def dense_update(patterns, xi, inverse_temperature):
+    """T_d(xi) = softmax(inverse_temperature xi X^T) X. patterns (N, d), xi (Q, d) -> (Q, d)."""
+    return torch.softmax(inverse_temperature * xi @ patterns.T, dim=-1) @ patterns
 
 
-def sparse_update(patterns, xi, beta, alpha=1.5):
-    """T_s(xi) = entmax_alpha(beta xi X^T) X. patterns (N, d), xi (Q, d) -> (Q, d)."""
-    return entmax(beta * xi @ patterns.T, alpha=alpha, dim=-1) @ patterns
+def sparse_update(patterns, xi, inverse_temperature, alpha=1.5):
+    """T_s(xi) = entmax_alpha(inverse_temperature xi X^T) X. patterns (N, d), xi (Q, d) -> (Q, d)."""
+    return entmax(inverse_temperature * xi @ patterns.T, alpha=alpha, dim=-1) @ patterns
 
 
-def step(patterns, xi, beta, rule, lam=0.0, eta=15.0, zeta=0.0, cap="absolute"):
+def step(patterns, xi, inverse_temperature, rule, lam=0.0, eta=15.0, zeta=0.0, cap="absolute"):
     """One update of the states xi (Q, d) under ``rule`` (see the module docstring) -> (Q, d)."""
     if rule == "plain":
-        return dense_update(patterns, xi, beta)
-    sparse = sparse_update(patterns, xi, beta)
+        return dense_update(patterns, xi, inverse_temperature)
+    sparse = sparse_update(patterns, xi, inverse_temperature)
     if rule == "sparse":
         return sparse
-    dense = dense_update(patterns, xi, beta)
+    dense = dense_update(patterns, xi, inverse_temperature)
     if rule == "naive":
         return gag(dense, sparse, lam, eta=math.inf, zeta=1.0)
     if rule == "literal":
@@ -86,7 +90,7 @@ def step(patterns, xi, beta, rule, lam=0.0, eta=15.0, zeta=0.0, cap="absolute"):
     return gag(dense, sparse, lam, eta=eta, zeta=zeta, cap=cap)
 
 
-def iterate(patterns, queries, beta=8.0, rule="plain", lam=0.0, eta=15.0, zeta=0.0, cap="absolute", max_iter=200, tol=1e-5, criterion="direction"):
+def iterate(patterns, queries, inverse_temperature=8.0, rule="plain", lam=0.0, eta=15.0, zeta=0.0, cap="absolute", max_iter=200, tol=1e-5, criterion="direction"):
     """Iterate ``rule`` from each query until its residual is below tol, at most max_iter steps.
 
     patterns (N, d), queries (Q, d). Returns a dict:
@@ -106,7 +110,7 @@ def iterate(patterns, queries, beta=8.0, rule="plain", lam=0.0, eta=15.0, zeta=0
     residuals, norms = [], []
     converged = torch.zeros(xi.shape[0], dtype=torch.bool)
     for _ in range(int(max_iter)):
-        new = step(patterns, xi, beta, rule, lam, eta, zeta, cap)
+        new = step(patterns, xi, inverse_temperature, rule, lam, eta, zeta, cap)
         residuals.append(_residual(xi, new, criterion))
         norms.append(new.norm(dim=-1))
         xi = new
@@ -121,7 +125,7 @@ def iterate(patterns, queries, beta=8.0, rule="plain", lam=0.0, eta=15.0, zeta=0
     return {"iterations": iterations, "converged": converged, "residuals": residuals, "norms": norms, "retrieved": retrieved}
 
 
-def convergence_sweep(lams=(0.5, 1, 2, 3, 4, 5, 6, 7, 8), rules=("naive", "gag"), dim=64, count=32, correlation=0.4, queries=8, noise=0.5, beta=8.0, seed=0, **iterate_args):
+def convergence_sweep(lams=(0.5, 1, 2, 3, 4, 5, 6, 7, 8), rules=("naive", "gag"), dim=64, count=32, correlation=0.4, queries=8, noise=0.5, inverse_temperature=8.0, seed=0, **iterate_args):
     """iterate() for each rule and lam on one seeded toy.
 
     Returns {rule: {"lams": list, "iterations": (len(lams), Q) int64, "converged": (len(lams), Q)
@@ -132,7 +136,7 @@ def convergence_sweep(lams=(0.5, 1, 2, 3, 4, 5, 6, 7, 8), rules=("naive", "gag")
     targets = torch.arange(queries)
     sweep = {}
     for rule in rules:
-        runs = [iterate(patterns, starts, beta, rule, lam, **iterate_args) for lam in lams]
+        runs = [iterate(patterns, starts, inverse_temperature, rule, lam, **iterate_args) for lam in lams]
         sweep[rule] = {
             "lams": list(lams),
             "iterations": torch.stack([run["iterations"] for run in runs]),
@@ -176,13 +180,13 @@ def _median_converged(data):
     return medians
 
 
-def _residual_traces(lam, steps, dim=64, count=32, correlation=0.4, queries=8, noise=0.5, beta=8.0, seed=0, **iterate_args):
+def _residual_traces(lam, steps, dim=64, count=32, correlation=0.4, queries=8, noise=0.5, inverse_temperature=8.0, seed=0, **iterate_args):
     """Residual per iteration (1-based) of query 0 for plain, naive and gag: {label: (xs, ys)}."""
     patterns = correlated_patterns(dim, count, correlation, seed)
     starts = noisy_queries(patterns, queries, noise, seed + 1)[:1]
     traces = {}
     for rule in ("plain", "naive", "gag"):
-        residuals = iterate(patterns, starts, beta, rule, lam, **iterate_args)["residuals"][:steps, 0].tolist()
+        residuals = iterate(patterns, starts, inverse_temperature, rule, lam, **iterate_args)["residuals"][:steps, 0].tolist()
         traces[rule] = (list(range(1, len(residuals) + 1)), residuals)
     return traces
 

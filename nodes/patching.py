@@ -367,7 +367,6 @@ class UnetAttentionReplace(SharedOnCopy):
         info = extra_options.get(CALL_INFO_KEY)
         if info is None or not self.window.contains(info.sigma):
             return self._base(q, k, v, extra_options)
-        heads = extra_options["n_heads"]
         split = [_to_heads(t, False, extra_options["dim_head"]) for t in (q, k, v)]
         call = AttentionCall(*split, None, self.kind, tuple(extra_options["block"]), info.sigma, False, extra_options)
         if self.patch.mode == "replace":

@@ -1,9 +1,9 @@
-"""The toy Modern Hopfield network reproduces the GAG paper's convergence claim (METHODS.md 5).
+"""The toy Modern Hopfield network reproduces the GAG paper's convergence claim (arXiv 2603.02531).
 
 Claim: plain iteration converges; naive extrapolation of the sparse-dense discrepancy slows down
 as lam grows and stops converging from lam = 4; the capped parallel (GAG) rule converges at every
 lam up to 8. Settings are the module's defaults (d 64, 32 patterns with pairwise cosine 0.4,
-beta 8, 8 noisy queries), checked on three seeds.
+inverse temperature 8, 8 noisy queries), checked on three seeds.
 """
 import pytest
 import torch
