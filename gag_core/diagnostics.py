@@ -111,16 +111,17 @@ def guidance_diagnostics(dense, sparse, eta, zeta, cap):
     """The geometry of GAG's update summed up over all vectors (what the geometry probe plots).
 
     dense, sparse: (..., D); eta, zeta, cap as in ``guidance_geometry``. Returns 0-d float32 tensors:
-    "parallel_share" sum ||Delta_par||^2 / sum ||Delta||^2 (the share of the discrepancy's energy
-    along the retrieval; "orthogonal_share" is the rest), "parallel_coefficient" mean
+    "parallel_share" mean ||Delta_par|| / (mean ||Delta_par|| + mean ||Delta_perp||) (how much of
+    the discrepancy's length lies along the retrieval, 0 when both parts are 0; "orthogonal_share"
+    is the rest), "parallel_coefficient" mean
     <Delta, r>/||r||^2 (> 0: the sparse output is longer along its own direction than the dense),
     "relative_discrepancy" mean ||Delta|| / ||sparse||, "guidance_norm" mean ||g||, "cap_fraction"
     the fraction of vectors where the cap binds, "cap_factor" mean min(1, limit/||g||).
     """
     geometry = guidance_geometry(dense, sparse, eta, zeta, cap)
-    parallel_sq = geometry["parallel_norm"].square()
-    delta_sq = parallel_sq + geometry["orthogonal_norm"].square()
-    parallel_share = parallel_sq.sum() / delta_sq.sum().clamp_min(NORM_FLOOR**2)
+    parallel, orthogonal = geometry["parallel_norm"].mean(), geometry["orthogonal_norm"].mean()
+    parallel_share = parallel / (parallel + orthogonal).clamp_min(torch.finfo(torch.float32).tiny)
+    delta_sq = geometry["parallel_norm"].square() + geometry["orthogonal_norm"].square()
     return {
         "parallel_share": parallel_share,
         "orthogonal_share": 1.0 - parallel_share,

@@ -63,7 +63,7 @@ class CirculationPatch(SharedOnCopy):
             settings = adaptive_settings(call.q, call.k, self.alpha, self.beta, self.adaptive, self.adapt_beta)
             hopfield = hopfield_diagnostics_qk(call.q, call.k, output)
             recorder.circulation(call, {
-                "symmetry": settings["symmetry"], "alpha_eff": settings["alpha"],
+                "eta_m": settings["symmetry"], "alpha_eff": settings["alpha"],
                 **{name: hopfield[name] for name in ("energy", "instability", "alignment")},
             })
         return output

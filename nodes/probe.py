@@ -25,7 +25,7 @@ PANELS = [
     ("guidance", "parallel_share", "GAG: parallel share of the sparse-dense difference", "share"),
     ("guidance", "cap_fraction", "GAG: fraction of tokens where the cap binds", "fraction"),
     ("guidance", "guidance_norm", "GAG: mean guidance norm ||g||", "norm"),
-    ("circulation", "symmetry", "Circulation: symmetry eta_M of Q K^T", "eta_M"),
+    ("circulation", "eta_m", "Circulation: symmetry eta_M of Q K^T", "eta_M"),
     ("circulation", "alpha_eff", "Circulation: effective alpha", "alpha"),
     ("circulation", "energy", "Hopfield energy", "energy"),
     ("circulation", "instability", "Hopfield instability fraction", "fraction"),

@@ -33,7 +33,7 @@ def test_probe_plots_gag_and_circulation(node_classes, tiny_model, family):
     assert image.ndim == 4 and image.shape[0] == 1 and image.shape[-1] == 3
     assert float(image.std()) > 0.05, "the plot image is blank"
     summary = json.loads(numbers)
-    eta_values = [v for points in summary["circulation"]["symmetry"].values() for _, v in points]
+    eta_values = [v for points in summary["circulation"]["eta_m"].values() for _, v in points]
     assert eta_values and all(-1.0 <= v <= 1.0 for v in eta_values)
     for metric, low, high in (("instability", 0.0, 1.0), ("alignment", -1.0, 1.0)):
         values = [v for points in summary["circulation"][metric].values() for _, v in points]
@@ -73,7 +73,7 @@ def test_probe_numbers_match_gag_core_on_captured_tensors(node_classes, tiny_mod
     dense, sparse, _ = gag_core.sparse_dense_attention(*split, alpha=1.5)
     stats = gag_core.diagnostics.guidance_geometry(dense, sparse, eta, zeta, "relative")
     row = geometry.rows[0]
-    par, orth = stats["parallel_norm"].square().sum(), stats["orthogonal_norm"].square().sum()
+    par, orth = stats["parallel_norm"].mean(), stats["orthogonal_norm"].mean()
     assert row["parallel_share"] == pytest.approx(float(par / (par + orth)), rel=1e-5)
     assert row["cap_fraction"] == pytest.approx(float(stats["cap_bound"].float().mean()), rel=1e-6)
     assert row["guidance_norm"] == pytest.approx(float(stats["guidance_norm"].mean()), rel=1e-5)
@@ -95,7 +95,7 @@ def test_probe_circulation_numbers_match_gag_core(node_classes, tiny_model):
     stats = gag_core.adaptive_settings(q, k, alpha=1.2, beta=3.0, adaptive="dev")
     hopfield = gag_core.diagnostics.hopfield_diagnostics_qk(q, k, output)
     row = geometry.rows[0]
-    assert row["symmetry"] == pytest.approx(float(stats["symmetry"]), rel=1e-5)
+    assert row["eta_m"] == pytest.approx(float(stats["symmetry"]), rel=1e-5)
     assert row["alpha_eff"] == pytest.approx(float(stats["alpha"]), rel=1e-5)
     assert row["energy"] == pytest.approx(float(hopfield["energy"]), rel=1e-4)
 
@@ -125,7 +125,7 @@ def test_plot_without_patches_says_so(node_classes, tiny_model):
 
 PANEL_WIDTH, PANEL_HEIGHT = 560, 360
 METRICS = {"guidance": {"parallel_share", "cap_fraction", "guidance_norm"},
-           "circulation": {"symmetry", "alpha_eff", "energy", "instability", "alignment"}}
+           "circulation": {"eta_m", "alpha_eff", "energy", "instability", "alignment"}}
 
 
 def mean_at(rows, kind, metric, group, sigma):
