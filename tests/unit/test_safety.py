@@ -6,7 +6,7 @@ import re
 import pytest
 
 PACK = pathlib.Path(__file__).resolve().parents[2]
-PYTHON_SOURCES = sorted([PACK / "__init__.py", *(PACK / "gag_core").glob("*.py"), *(PACK / "nodes").glob("*.py")])
+PYTHON_SOURCES = sorted([PACK / "__init__.py", PACK / "gag_plot.py", *(PACK / "gag_core").glob("*.py"), *(PACK / "nodes").glob("*.py")])
 WEB_SOURCES = sorted((PACK / "web").glob("*.js"))
 
 FORBIDDEN_PYTHON = {
