@@ -99,10 +99,14 @@ def sparse_dense_attention(q, k, v, alpha=1.5, mask=None, key_slice=None, max_sc
     selected, others = _key_groups(key_slice, keys)
     rows = _rows_per_chunk(keys, max_score_elements, q.device)
 
-    # Scaling the keys once is cheaper than scaling every chunk of queries or logits.
-    k32 = k.float() * (1.0 / math.sqrt(dim))
-    k_selected, v_selected = k32[:, :, selected], v[:, :, selected].float()
-    k_others = None if others is None else [k32[:, :, group] for group in others]
+    # Scaling the keys once is cheaper than scaling every chunk of queries or logits; the other keys
+    # are needed only where the row's logsumexp is not known.
+    key_scale = 1.0 / math.sqrt(dim)
+    k_selected, v_selected = k[:, :, selected].float() * key_scale, v[:, :, selected].float()
+    if others is None or row_logsumexp is not None:
+        k_others = None
+    else:
+        k_others = [k[:, :, group].float() * key_scale for group in others]
     out_shape = (batch, heads, queries, v.shape[-1])
     known_dense = dense is not None
     if known_dense and alpha == 1.0:
@@ -120,6 +124,8 @@ def sparse_dense_attention(q, k, v, alpha=1.5, mask=None, key_slice=None, max_sc
             lse_others = _logsumexp_others(q_chunk, k_others, heads_index, mask_chunk, others)
         else:
             row_lse, lse_others = row_logsumexp[index], None
+        # Only a mask can leave a row without a key (inf logits give NaN rows, which stay NaN).
+        masked = mask_chunk is not None
         # The logits are passed without a name, so they are freed before the next chunk's exist.
         _attend_chunk(
             _logits(q_chunk, k_selected[heads_index], _mask_keys(mask_chunk, selected)),
@@ -128,6 +134,7 @@ def sparse_dense_attention(q, k, v, alpha=1.5, mask=None, key_slice=None, max_sc
             None if known_dense else dense[index],
             sparse[index],
             None if mass is None else (mass[index], lse_others, row_lse),
+            masked,
         )
     return SparseDense(dense, sparse, mass)
 
@@ -144,7 +151,7 @@ def _logits(q_chunk, k_scaled, mask_chunk):
     return scores.add_(mask_chunk)
 
 
-def _attend_chunk(scores, v_selected, alpha, dense_out, sparse_out, mass_out):
+def _attend_chunk(scores, v_selected, alpha, dense_out, sparse_out, mass_out, masked):
     """Write the dense and sparse outputs (and mass) of one chunk.
 
     scores: (b, h, c, Ls) float32 logits of the selected keys (overwritten); v_selected:
@@ -152,7 +159,8 @@ def _attend_chunk(scores, v_selected, alpha, dense_out, sparse_out, mass_out):
     dense_out None where the caller has the dense output (then alpha is not 1 and mass_out None).
     mass_out: None, or (mass view (b, h, c, 1) float32, lse_others, lse_row): the logsumexp
     (b, h, c, 1) float32 of the logits of the keys outside key_slice, or that of the whole row
-    (the other one None).
+    (the other one None). masked: whether a mask applies, so that a row may have no key left; those
+    rows get zero outputs.
     """
     row_max, rows_ok = shift_rows_(scores)
     outputs = [sparse_out]
@@ -175,9 +183,10 @@ def _attend_chunk(scores, v_selected, alpha, dense_out, sparse_out, mass_out):
         # A row's logsumexp from a fused kernel may round below that of the selected keys alone.
         mass_view.copy_(torch.exp(lse_selected - lse_row).clamp_max_(1.0))
         outputs.append(mass_view)
-    rows_masked = rows_ok.logical_not()
-    for out in outputs:
-        out.masked_fill_(rows_masked, 0.0)
+    if masked:
+        rows_masked = rows_ok.logical_not()
+        for out in outputs:
+            out.masked_fill_(rows_masked, 0.0)
 
 
 def _matmul_into(out, probs, values, divisor=None):

@@ -46,19 +46,20 @@ class GuidancePatch(SharedOnCopy):
         """Add strength * (guided - dense) to the output; in a joint call only the generated image's
         queries change. row_logsumexp: (B, H, L, 1) float32 logsumexp of each row of the
         call's logits, where the base output's kernel gave it. output_is_plain: the output is the
-        call's plain attention (no other patch's), so it is the dense output of a whole row."""
+        call's plain attention (no other patch's), so it is the dense output of a whole row, freshly
+        made for this patch, which writes into it."""
         recorder = call.options.get(PROBE_KEY)
         observe = None if recorder is None else functools.partial(recorder.guidance, call, self.rule)
         plain = call.heads_first(output) if output_is_plain else None
         if call.kind == "cross":
             delta = guidance_delta(call.q, call.k, call.v, self.rule, self.alpha, mask=call.mask, observe=observe,
                                    dense=plain)
-            return call.add_to_rows(output, self._scaled(delta), 0)
+            return call.add_to_rows(output, self._scaled(delta), 0, in_place=output_is_plain)
         delta = joint_guidance_delta(
             call.q, call.k, call.v, self.rule, call.text, call.image, self.alpha, mask=call.mask,
             all_keys=self.all_keys, observe=observe, row_logsumexp=row_logsumexp, plain=plain,
         )
-        return call.add_to_rows(output, self._scaled(delta), call.image.start)
+        return call.add_to_rows(output, self._scaled(delta), call.image.start, in_place=output_is_plain)
 
     def _scaled(self, delta):
         return delta if self.strength == 1.0 else self.strength * delta

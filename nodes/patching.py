@@ -104,15 +104,20 @@ class AttentionCall:
             return output
         return output.reshape(output.shape[0], output.shape[1], self.q.shape[1], -1).transpose(1, 2)
 
-    def add_to_rows(self, output, delta, first_row):
-        """``output`` with ``delta`` (B, H, n, D) added to the n query rows from first_row on."""
-        delta = self.to_output_layout(delta)
-        row_dim = 2 if self.heads_first_output else 1
-        rows = delta.shape[row_dim]
-        if rows == output.shape[row_dim]:
-            return output + delta
-        head, middle, tail = output.split([first_row, rows, output.shape[row_dim] - first_row - rows], dim=row_dim)
-        return torch.cat([head, middle + delta, tail], dim=row_dim)
+    def add_to_rows(self, output, delta, first_row, in_place=False):
+        """``output`` (the caller's layout) with ``delta`` (B, H, n, D) added to its n query rows from
+        first_row on. in_place: the output is a fresh tensor nobody else holds (the plain attention
+        the pack had computed), so it is written into instead of copied."""
+        if not (in_place and output.is_contiguous()):
+            output = output.clone(memory_format=torch.contiguous_format)
+        delta = delta.to(output.dtype)
+        if self.heads_first_output:
+            output.narrow(2, first_row, delta.shape[2]).add_(delta)
+        else:
+            # Into a (B, L, H, D) view of the output, reading delta transposed: no copy of either.
+            rows = output.view(output.shape[0], output.shape[1], delta.shape[1], -1).narrow(1, first_row, delta.shape[2])
+            rows.add_(delta.transpose(1, 2))
+        return output
 
 
 @dataclasses.dataclass(frozen=True)
