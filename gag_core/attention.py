@@ -71,7 +71,7 @@ class SparseDense(NamedTuple):
 
 
 def sparse_dense_attention(q, k, v, alpha=1.5, mask=None, key_slice=None, max_score_elements=2**24,
-                           row_logsumexp=None, dense=None):
+                           row_logsumexp=None, dense=None, fused=False):
     """Dense and sparse attention sharing the logits S = q k^T / sqrt(D) (+ mask).
 
     q: (B, H, Lq, D); k: (B, H, Lk, D); v: (B, H, Lk, Dv) (Dv is usually D); any float dtype.
@@ -84,6 +84,9 @@ def sparse_dense_attention(q, k, v, alpha=1.5, mask=None, key_slice=None, max_sc
         ``attention_and_logsumexp``); with key_slice the other keys' logits are then never formed.
     dense: None, or the dense output (B, H, Lq, Dv) where the caller has it already (a layer's own
         attention output); it is returned as it is instead of being computed. Not with key_slice.
+    fused: compute the sparse output with ``fused.sparse_attention_fused`` (compiled on first use of
+        a shape) and the dense one with a fused attention call, instead of from chunked
+        probabilities; equal within float32 rounding.
     Returns SparseDense(dense, sparse, mass): dense and sparse (B, H, Lq, Dv) in q's dtype; mass
     (B, H, Lq, 1) float32 = exp(logsumexp(S[..., key_slice]) - logsumexp(S)), None without key_slice.
     A row whose selected keys are all masked gets zero outputs and zero mass.
@@ -97,6 +100,8 @@ def sparse_dense_attention(q, k, v, alpha=1.5, mask=None, key_slice=None, max_sc
                          f"comes without key_slice, got {tuple(dense.shape)} with key_slice {key_slice}")
     mask = _checks.mask_4d(mask, (batch, heads, queries, keys))
     selected, others = _key_groups(key_slice, keys)
+    if fused:
+        return _fused_pair(q, k, v, alpha, mask, selected, others, max_score_elements, row_logsumexp, dense)
     rows = _rows_per_chunk(keys, max_score_elements, q.device)
 
     # Scaling the keys once is cheaper than scaling every chunk of queries or logits; the other keys
@@ -136,6 +141,33 @@ def sparse_dense_attention(q, k, v, alpha=1.5, mask=None, key_slice=None, max_sc
             None if mass is None else (mass[index], lse_others, row_lse),
             masked,
         )
+    return SparseDense(dense, sparse, mass)
+
+
+def _fused_pair(q, k, v, alpha, mask, selected, others, max_score_elements, row_logsumexp, dense):
+    """sparse_dense_attention's result from fused kernels: the dense output and the selected keys'
+    logsumexp from one fused attention call, the sparse output from flex_attention, the mass from
+    the two logsumexps. Arguments as there, mask 4-d, selected and others from ``_key_groups``."""
+    from .fused import sparse_attention_fused  # here: fused builds on this module
+
+    k_selected, v_selected = k[:, :, selected], v[:, :, selected]
+    mask_selected = _mask_keys(mask, selected)
+    if dense is None:
+        dense, lse_selected = attention_and_logsumexp(q, k_selected, v_selected, mask_selected, max_score_elements)
+    if alpha == 1.0:
+        sparse = dense.clone()
+    else:
+        sparse = sparse_attention_fused(q, k_selected, v_selected, alpha, mask_selected,
+                                        max_score_elements=max_score_elements)
+    if others is None:
+        return SparseDense(dense, sparse)
+    if row_logsumexp is None:
+        row_logsumexp = attention_and_logsumexp(q, k, v, mask, max_score_elements)[1]
+    mass = torch.exp(lse_selected - row_logsumexp).clamp_max_(1.0)
+    if mask_selected is not None:
+        # The kernels' logsumexp of a row with no selected key left is not -inf on every device.
+        kept = mask_selected if mask_selected.dtype == torch.bool else mask_selected > -torch.inf
+        mass.masked_fill_(kept.any(dim=-1, keepdim=True).logical_not(), 0.0)
     return SparseDense(dense, sparse, mass)
 
 

@@ -8,7 +8,7 @@ from .attention import sparse_dense_attention
 
 
 def guidance_delta(q, k, v, rule, alpha=1.5, mask=None, key_slice=None, max_score_elements=2**24, observe=None,
-                   row_logsumexp=None, dense=None):
+                   row_logsumexp=None, dense=None, fused=False):
     """Correction to add to standard attention so that it becomes ``rule(dense, sparse)``.
 
     q: (B, H, Lq, D); k, v: (B, H, Lk, D); mask: bool (True keeps) or additive, broadcastable to
@@ -24,10 +24,11 @@ def guidance_delta(q, k, v, rule, alpha=1.5, mask=None, key_slice=None, max_scor
     base output's kernel gave it: with key_slice, the logits of the other keys are then not formed.
     dense: optional (B, H, Lq, Dv), the standard attention output the layer computed already (the
     base of a cross-attention); without key_slice only the sparse output is then computed.
+    fused: the dense and sparse outputs from fused kernels (see ``sparse_dense_attention``).
     """
     dense, sparse, mass = sparse_dense_attention(
         q, k, v, alpha, mask=mask, key_slice=key_slice, max_score_elements=max_score_elements,
-        row_logsumexp=row_logsumexp, dense=dense,
+        row_logsumexp=row_logsumexp, dense=dense, fused=fused,
     )
     if observe is not None:
         observe(dense, sparse)
@@ -36,7 +37,7 @@ def guidance_delta(q, k, v, rule, alpha=1.5, mask=None, key_slice=None, max_scor
 
 
 def joint_guidance_delta(q, k, v, rule, text, image, alpha=1.5, mask=None, all_keys=False,
-                         max_score_elements=2**24, observe=None, row_logsumexp=None, plain=None):
+                         max_score_elements=2**24, observe=None, row_logsumexp=None, plain=None, fused=False):
     """Guidance for the generated image's queries of a joint attention over text, image and maybe
     other tokens, wherever each sits in the sequence: the pack's own reading of GAG for joint attention.
 
@@ -45,7 +46,7 @@ def joint_guidance_delta(q, k, v, rule, text, image, alpha=1.5, mask=None, all_k
     share is replaced (all_keys=False, the default) or their whole row (all_keys=True); every other
     query is left alone. row_logsumexp: optional (B, H, L, 1) float32, see ``guidance_delta``.
     plain: optional (B, H, L, D), the call's plain attention output, which is the dense output of a
-    whole row (used with all_keys).
+    whole row (used with all_keys). fused: see ``guidance_delta``.
     Returns the delta for the image queries, (B, H, len(image), D) in q's dtype.
     """
     if mask is not None and mask.shape[-2] == q.shape[2]:
@@ -55,5 +56,5 @@ def joint_guidance_delta(q, k, v, rule, text, image, alpha=1.5, mask=None, all_k
         key_slice=None if all_keys else text,
         max_score_elements=max_score_elements, observe=observe,
         row_logsumexp=None if row_logsumexp is None else row_logsumexp[:, :, image],
-        dense=None if plain is None or not all_keys else plain[:, :, image],
+        dense=None if plain is None or not all_keys else plain[:, :, image], fused=fused,
     )

@@ -82,33 +82,34 @@ def entmax_shifted(shifted, alpha):
     return _solve(shifted, alpha)
 
 
+def entmax_threshold(shifted, alpha):
+    """The threshold tau of alpha-entmax for rows whose max is 0, as left by ``shift_rows_``.
+
+    shifted: (..., L) contiguous float32, not modified; alpha in (1, 2]. Returns (..., 1) float32
+    tau such that entmax_shifted(shifted, alpha) is [(alpha-1) shifted - tau]_+ ** (1/(alpha-1))
+    normalised to sum 1 (already of sum 1 for entmax-1.5 and sparsemax, whose tau is exact), so that
+    a kernel can form the probabilities from each logit, the row's max and tau alone.
+    """
+    power = _Power.of(alpha)
+    return power.threshold(shifted, *power.newton(shifted))
+
+
 def _solve(shifted, alpha):
     """[x - tau]_+ ** power with x = (alpha-1) * ``shifted`` and G(tau) = 0 (see above).
 
     shifted: (..., L) float32 z - max z, not modified. Returns (..., L) float32 probabilities.
     """
     power = _Power.of(alpha)
-    ones = shifted.new_ones(shifted.shape[-1])
-    tau = shifted.new_full(shifted.shape[:-1] + (1,), -1.0)
-    clipped = torch.empty_like(shifted)
-    for evaluation in range(power.evaluations):
-        _clip(shifted, alpha, tau, clipped)
-        norm, weight = power.norm_and_weight_(clipped, ones)
-        # At the root the step is 0 (or rounding), so converged rows stay where they are.
-        step = power.newton_step(norm, weight)
-        if evaluation < power.evaluations - 1:
-            tau = tau + step
-    # `clipped` holds what norm_and_weight_ left of the evaluation at `tau`; `step` is its step.
-    return power.finish(shifted, tau, step, norm, weight, clipped, ones)
+    return power.finish(shifted, *power.newton(shifted))
 
 
 class _Power:
     """How the solve treats the power 1/(alpha-1) of one alpha: the norm G needs, Newton's step
-    on G, and the last step to the probabilities. The general case; sparsemax (power 1) and
-    entmax-1.5 (power 2) are subclasses with cheaper passes and an exact finish.
+    on G, and the last step to the threshold or the probabilities. The general case; sparsemax
+    (power 1) and entmax-1.5 (power 2) are subclasses with cheaper passes and an exact finish.
 
-    Row sums are products with ``ones`` (L,): BLAS matrix-vector products run several times faster
-    than reductions over a short last axis on CPU.
+    Row sums are products with ``self.ones`` (L,), made by ``newton``: BLAS matrix-vector products
+    run several times faster than reductions over a short last axis on CPU.
     """
 
     def __init__(self, alpha):
@@ -126,7 +127,26 @@ class _Power:
             return _Entmax15Power(alpha)
         return _Power(alpha)
 
-    def norm_and_weight_(self, clipped, ones):
+    def newton(self, shifted):
+        """Newton's method on G from tau = -1, a fixed number of evaluations. shifted: (..., L).
+
+        Returns (tau, step, norm, weight, clipped): the last point evaluated, (..., 1) float32, its
+        step and what ``norm_and_weight_`` gave there, and clipped (..., L), what norm_and_weight_
+        left of [x - tau]_+ at that point.
+        """
+        self.ones = shifted.new_ones(shifted.shape[-1])
+        tau = shifted.new_full(shifted.shape[:-1] + (1,), -1.0)
+        clipped = torch.empty_like(shifted)
+        for evaluation in range(self.evaluations):
+            _clip(shifted, self.alpha, tau, clipped)
+            norm, weight = self.norm_and_weight_(clipped)
+            # At the root the step is 0 (or rounding), so converged rows stay where they are.
+            step = self.newton_step(norm, weight)
+            if evaluation < self.evaluations - 1:
+                tau = tau + step
+        return tau, step, norm, weight, clipped
+
+    def norm_and_weight_(self, clipped):
         """||clipped||_power and sum(clipped ** (power - 1)), each (..., 1) float32.
 
         clipped: (..., L) float32 [x - tau]_+ in [0, 1], overwritten with its power-th power.
@@ -134,32 +154,39 @@ class _Power:
         if self.powered is None:
             self.powered = torch.empty_like(clipped)
         torch.pow(clipped, self.power - 1.0, out=self.powered)
-        weight = (self.powered @ ones).unsqueeze(-1)
-        mass = (clipped.mul_(self.powered) @ ones).unsqueeze(-1)
+        weight = (self.powered @ self.ones).unsqueeze(-1)
+        mass = (clipped.mul_(self.powered) @ self.ones).unsqueeze(-1)
         return mass ** (1.0 / self.power), weight
 
     def newton_step(self, norm, weight):
         """Newton's step on G(tau) = norm - 1, whose derivative is -weight * norm ** (1 - power)."""
         return (norm - 1.0).mul_(norm ** (self.power - 1.0)).div_(weight)
 
-    def finish(self, shifted, tau, step, norm, weight, clipped, ones):
+    def threshold(self, shifted, tau, step, norm, weight, clipped):
+        """The threshold from the last evaluation (see ``newton``): tau itself, as ``finish`` uses it."""
+        return tau
+
+    def finish(self, shifted, tau, step, norm, weight, clipped):
         """The probabilities from the last evaluation at tau; clipped holds its power-th power."""
         # Normalising by the sum itself keeps the row sum exact even for a power far above 2.
-        return clipped.div_((clipped @ ones).unsqueeze(-1))
+        return clipped.div_((clipped @ self.ones).unsqueeze(-1))
 
 
 class _SparsemaxPower(_Power):
     """Power 1: the norm is the plain sum and Newton's step is Michelot's update over the support,
     so one more step gives the exact threshold."""
 
-    def norm_and_weight_(self, clipped, ones):
+    def norm_and_weight_(self, clipped):
         """Overwrites clipped with its support indicator."""
-        return (clipped @ ones).unsqueeze(-1), (clipped.sign_() @ ones).unsqueeze(-1)
+        return (clipped @ self.ones).unsqueeze(-1), (clipped.sign_() @ self.ones).unsqueeze(-1)
 
     def newton_step(self, norm, weight):
         return (norm - 1.0).div_(weight)
 
-    def finish(self, shifted, tau, step, norm, weight, clipped, ones):
+    def threshold(self, shifted, tau, step, norm, weight, clipped):
+        return tau + step
+
+    def finish(self, shifted, tau, step, norm, weight, clipped):
         return _clip(shifted, self.alpha, tau + step, clipped)
 
 
@@ -167,16 +194,19 @@ class _Entmax15Power(_Power):
     """Power 2: the norm is a square root of a sum of squares, and a closed-form solve over the
     last support gives the exact threshold."""
 
-    def norm_and_weight_(self, clipped, ones):
+    def norm_and_weight_(self, clipped):
         """Overwrites clipped with its square."""
-        linear = (clipped @ ones).unsqueeze(-1)
-        return (clipped.square_() @ ones).unsqueeze(-1).sqrt_(), linear
+        linear = (clipped @ self.ones).unsqueeze(-1)
+        return (clipped.square_() @ self.ones).unsqueeze(-1).sqrt_(), linear
 
     def newton_step(self, norm, weight):
         return (norm - 1.0).mul_(norm).div_(weight)
 
-    def finish(self, shifted, tau, step, norm, weight, clipped, ones):
-        return _entmax15_exact(shifted, tau, weight, norm, clipped, ones)
+    def threshold(self, shifted, tau, step, norm, weight, clipped):
+        return tau + _entmax15_shift(weight, norm, clipped, self.ones)
+
+    def finish(self, shifted, tau, step, norm, weight, clipped):
+        return _clip(shifted, self.alpha, self.threshold(shifted, tau, step, norm, weight, clipped), clipped).square_()
 
 
 def _clip(shifted, alpha, tau, out):
@@ -184,20 +214,18 @@ def _clip(shifted, alpha, tau, out):
     return torch.add(tau.neg(), shifted, alpha=alpha - 1.0, out=out).clamp_min_(0.0)
 
 
-def _entmax15_exact(shifted, tau, linear, norm, squared, ones):
-    """Exact entmax-1.5 from the support at the last Newton point ``tau``.
+def _entmax15_shift(linear, norm, squared, ones):
+    """How far the exact entmax-1.5 threshold lies above the last Newton point tau.
 
-    shifted: (..., L) z - max z; tau, linear, norm: (..., 1) the point and the sum and 2-norm of
-    y = [x - tau]_+ there; squared: (..., L) y ** 2, reused for the result. Solving
-    sum_S (y_i - d)^2 = 1 over the support S in closed form gives the exact shift d when S is the
-    true support. If S still holds entries just below the root, within the last step delta, the
-    threshold errs by about delta**2 / (2 sum y), far below float32 resolution for the tolerance
-    used, and those entries still get exactly 0.
-    Returns (..., L) float32 probabilities in ``squared``'s buffer.
+    linear, norm: (..., 1) the sum and 2-norm of y = [x - tau]_+ there; squared: (..., L) y ** 2
+    (overwritten with its support indicator); ones: (L,). Solving sum_S (y_i - d)^2 = 1 over the
+    support S in closed form gives the exact shift d when S is the true support. If S still holds
+    entries just below the root, within the last step delta, the threshold errs by about
+    delta**2 / (2 sum y), far below float32 resolution for the tolerance used, and those entries
+    still get exactly 0. Returns d (..., 1) float32.
     """
     count = (squared.sign_() @ ones).unsqueeze(-1)
     mean = linear / count
     spread = norm * norm - mean * linear
     # tau is below the root, so the shift is >= 0; rounding must not make it negative.
-    shift = (mean - ((1.0 - spread).clamp_min(0.0) / count).sqrt()).clamp_min(0.0)
-    return _clip(shifted, 1.5, tau + shift, squared).square_()
+    return (mean - ((1.0 - spread).clamp_min(0.0) / count).sqrt()).clamp_min(0.0)

@@ -14,6 +14,7 @@ from .patching import PROBE_KEY, SharedOnCopy, Window, install, model_layout
 from .web import report_layout
 
 TEXT_KEYS, ALL_KEYS = "text keys", "all keys"
+SPARSE_KERNELS = {"chunked": False, "fused (compiled)": True}
 CAPS = {"absolute": "absolute", "relative to the focused output": "relative"}
 RELATIVE_CAP = "relative to the focused output"
 # Chosen on the quality bench (benchmarks/results/quality.md): the paper's absolute eta 15 never bound
@@ -29,13 +30,15 @@ class GuidancePatch(SharedOnCopy):
     attention output, on a joint call for the generated image's queries only.
 
     rule: a gag_core GagRule or PladisRule; alpha: the entmax alpha of the sparse output;
-    all_keys: on joint calls, guide whole rows rather than the text keys' share.
+    all_keys: on joint calls, guide whole rows rather than the text keys' share; fused: the sparse
+    output from a compiled fused kernel instead of chunked probabilities.
     """
 
     rule: GagRule
     alpha: float
     strength: float = 1.0
     all_keys: bool = False
+    fused: bool = False
     mode = "post"
 
     @property
@@ -53,11 +56,11 @@ class GuidancePatch(SharedOnCopy):
         plain = call.heads_first(output) if output_is_plain else None
         if call.kind == "cross":
             delta = guidance_delta(call.q, call.k, call.v, self.rule, self.alpha, mask=call.mask, observe=observe,
-                                   dense=plain)
+                                   dense=plain, fused=self.fused)
             return call.add_to_rows(output, self._scaled(delta), 0, in_place=output_is_plain)
         delta = joint_guidance_delta(
             call.q, call.k, call.v, self.rule, call.text, call.image, self.alpha, mask=call.mask,
-            all_keys=self.all_keys, observe=observe, row_logsumexp=row_logsumexp, plain=plain,
+            all_keys=self.all_keys, observe=observe, row_logsumexp=row_logsumexp, plain=plain, fused=self.fused,
         )
         return call.add_to_rows(output, self._scaled(delta), call.image.start, in_place=output_is_plain)
 
@@ -157,6 +160,14 @@ class GAGAttentionGuidanceAdvanced(io.ComfyNode):
                     "on every model (0.03 default, 0.1 stronger). 'absolute' (the paper's): at most eta long, "
                     "which binds differently on every model.",
                 ),
+                io.Combo.Input(
+                    "sparse_kernel", display_name="focused attention kernel", optional=True,
+                    options=list(SPARSE_KERNELS), default="chunked",
+                    tooltip="How the focused (sparse) attention is computed. 'chunked' (default) runs at once. "
+                    "'fused (compiled)' uses one compiled flex_attention kernel that never stores the "
+                    "attention weights, meant for GPUs; the first run at each image size compiles for "
+                    "several seconds.",
+                ),
             ],
             outputs=[io.Model.Output(tooltip="The model with GAG applied to its attention.")],
             hidden=[io.Hidden.unique_id],
@@ -164,14 +175,17 @@ class GAGAttentionGuidanceAdvanced(io.ComfyNode):
 
     @classmethod
     def execute(cls, model, scale=10.0, strength=1.0, eta=DEFAULT_ETA, zeta=0.0, alpha=1.5, layers="",
-                guide_keys=TEXT_KEYS, start_percent=0.0, end_percent=1.0, cap=RELATIVE_CAP):
+                guide_keys=TEXT_KEYS, start_percent=0.0, end_percent=1.0, cap=RELATIVE_CAP, sparse_kernel="chunked"):
         if guide_keys not in (TEXT_KEYS, ALL_KEYS):
             raise ValueError(f"guide_keys must be '{TEXT_KEYS}' or '{ALL_KEYS}', got {guide_keys!r}")
         if cap not in CAPS:
             raise ValueError(f"cap must be one of {list(CAPS)}, got {cap!r}")
+        if sparse_kernel not in SPARSE_KERNELS:
+            raise ValueError(f"sparse_kernel must be one of {list(SPARSE_KERNELS)}, got {sparse_kernel!r}")
         patch = GuidancePatch(
             GagRule(scale, eta, zeta, CAPS[cap]), entmax_alpha(alpha),
             strength=number_in_range("strength", strength, 0.0, 1.0), all_keys=guide_keys == ALL_KEYS,
+            fused=SPARSE_KERNELS[sparse_kernel],
         )
         return io.NodeOutput(_patch_guidance(cls, model, patch, layers, start_percent, end_percent))
 

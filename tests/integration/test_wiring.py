@@ -185,6 +185,31 @@ def test_shipped_workflows_save_the_inputs_the_nodes_have_in_their_order(node_cl
     assert checked >= 17
 
 
+def test_the_fused_kernel_computes_what_the_oracle_does(node_classes, tiny_model):
+    """sparse_kernel changes how, not what: with the compiled fused kernel every guided call of a
+    sampled FLUX still equals the oracle's GAG (test_the_fused_kernel_choice_reaches_the_patch
+    checks that the choice is used)."""
+    node_id = "GAGAttentionGuidanceAdvanced"
+    calls = captured(node_id, "flux", (node_classes, tiny_model("flux")), {"sparse_kernel": "fused (compiled)"},
+                     attn="attn2", steps=1)
+    guided = [call for call in calls if patched_by_default(node_id, call["block"]) and not not_for(DEFAULTS[node_id], call)]
+    assert guided
+    for index, call in enumerate(guided):
+        assert_text_rows_untouched(DEFAULTS[node_id], call)
+        assert_matches(call["output"], oracle_output(DEFAULTS[node_id], call, None), f"call {index} {call['block']}")
+
+
+@pytest.mark.parametrize("family", ["sd15", "flux"])
+def test_the_fused_kernel_choice_reaches_the_patch(node_classes, tiny_model, family):
+    node = node_classes["GAGAttentionGuidanceAdvanced"]
+    for choice, fused in (("chunked", False), ("fused (compiled)", True)):
+        model = run_node(node, model=tiny_model(family), sparse_kernel=choice)[0]
+        options = model.model_options["transformer_options"]
+        patches = ([options["optimized_attention_override"]] if family == "flux"
+                   else list(options["patches_replace"]["attn2"].values()))
+        assert patches and all(patch.patch.fused is fused for patch in patches), choice
+
+
 def test_every_node_addresses_its_messages_to_its_own_widget(node_classes):
     """The block list and the plots go to the node that asked, found by its unique id."""
     for _, schema in schemas(node_classes):
