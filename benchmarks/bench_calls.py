@@ -12,6 +12,7 @@ CUDA (fp16, CUDA events, peak from torch.cuda) when available, else CPU (fp32, w
 from torch.profiler memory events). Writes benchmarks/results/core_<device>.md.
 """
 import argparse
+import dataclasses
 import math
 import pathlib
 import statistics
@@ -50,19 +51,21 @@ MEMORY_TARGET = ("FLUX.1 joint block", 0.25 * 2**30)
 
 
 
-def calls(kind, batch, heads, text, image, dim, device, dtype, seed):
-    """(unpatched, patched): zero-argument callables of one attention call each."""
+def calls(kind, batch, heads, text, image, dim, device, dtype, seed, fused=False):
+    """(unpatched, patched): zero-argument callables of one attention call each; fused: the patch
+    computes the sparse output with the compiled fused kernel."""
+    gag = dataclasses.replace(guidance.simple_gag_patch(), fused=fused)
     generator = torch.Generator().manual_seed(seed)
     window = patching.Window(math.inf, 0.0)
     info = patching.CallInfo(sigma=1.0, text_tokens=text)
     if kind == "cross":  # (B, L, H*D) as ComfyUI's CrossAttention hands them to its replace patches
         q = torch.randn(batch, image, heads * dim, generator=generator).to(device, dtype)
         k, v = (torch.randn(batch, text, heads * dim, generator=generator).to(device, dtype) for _ in range(2))
-        patch = patching.UnetAttentionReplace(guidance.simple_gag_patch(), "cross", window, None)
+        patch = patching.UnetAttentionReplace(gag, "cross", window, None)
         extra = {"n_heads": heads, "dim_head": dim, "block": ("input", 4), patching.CALL_INFO_KEY: info}
         return (lambda: comfy_attention.optimized_attention(q, k, v, heads)), (lambda: patch(q, k, v, extra))
     q, k, v = (torch.randn(batch, heads, text + image, dim, generator=generator).to(device, dtype) for _ in range(3))
-    override = patching.DitAttentionOverride(guidance.simple_gag_patch(), {("double", 0)}, window, None, "joint")
+    override = patching.DitAttentionOverride(gag, {("double", 0)}, window, None, "joint")
     options = {patching.CALL_INFO_KEY: info, "block_type": "double", "block_index": 0}
     attention = comfy_attention.attention_pytorch
     return ((lambda: attention(q, k, v, heads, skip_reshape=True)),
@@ -96,7 +99,19 @@ def measure(shape, device, dtype, trials, warmup):
         times["patched"].append(seconds(patched, device))
     base_peak = peak_bytes(lambda: unpatched(), (), device)
     patched_peak = peak_bytes(lambda: patched(), (), device)
-    return name, statistics.median(times["unpatched"]), statistics.median(times["patched"]), patched_peak - base_peak
+    fused, compile_seconds = measure_fused(shape, device, dtype, trials)
+    return (name, statistics.median(times["unpatched"]), statistics.median(times["patched"]), patched_peak - base_peak,
+            fused, compile_seconds)
+
+
+def measure_fused(shape, device, dtype, trials):
+    """The patched call with the compiled fused kernel: its median time and what its first call
+    costs beyond that (the compile of this shape)."""
+    name, kind, batch, heads, text, image, dim, _ = shape
+    _, patched = calls(kind, batch, heads, text, image, dim, device, dtype, seed=0, fused=True)
+    first = seconds(patched, device)
+    times = [seconds(patched, device) for _ in range(trials)]
+    return statistics.median(times), first - statistics.median(times)
 
 
 def main():
@@ -117,13 +132,13 @@ def main():
 
 
 def format_row(row, device):
-    (name, kind, batch, heads, text, image, dim, target), unpatched, patched, extra = row
+    (name, kind, batch, heads, text, image, dim, target), unpatched, patched, extra, fused, compile_seconds = row
     layout = f"{batch} x {heads} x {image} x {text} x {dim}" if kind == "cross" else \
         f"{batch} x {heads} x ({text} + {image}) x {dim}"
     ratio = patched / unpatched
     goal = "" if target is None or device.type != "cpu" else (f"<= {target} " + ("met" if ratio <= target else "missed"))
     return (f"| {name} | {layout} | {unpatched * 1e3:.1f} | {patched * 1e3:.1f} | **{ratio:.2f}x** | {goal} "
-            f"| {extra / 2**20:.0f} |")
+            f"| {extra / 2**20:.0f} | {fused / unpatched:.2f}x | {compile_seconds:.1f} |")
 
 
 def write_report(device, dtype, trials, warmup, rows):
@@ -141,9 +156,13 @@ def write_report(device, dtype, trials, warmup, rows):
         "then forms the logits of the text keys only. Cross-attention: the layer's own output is the dense "
         "output; guidance adds the sparse (entmax) output over the same keys.",
         f"Extra peak: the most memory the patched call holds at once beyond the unpatched call's, from {memory}.",
+        "Fused: the same patch with GAG (Advanced)'s 'fused (compiled)' kernel (one flex_attention call for "
+        "the sparse output, a fused attention call for the dense one); compile: what its first call of the "
+        "shape costs beyond a later one.",
         "",
-        "| call | B x H x L x D | unpatched ms | patched ms | patched / unpatched | CPU target | extra peak MiB |",
-        "|---|---|---:|---:|---:|---|---:|",
+        "| call | B x H x L x D | unpatched ms | patched ms | patched / unpatched | CPU target | extra peak MiB "
+        "| fused / unpatched | fused: compile s |",
+        "|---|---|---:|---:|---:|---|---:|---:|---:|",
     ]
     lines += [format_row(row, device) for row in rows]
     memory_row = next((row for row in rows if row[0][0] == MEMORY_TARGET[0]), None)

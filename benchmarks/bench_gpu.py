@@ -6,9 +6,10 @@ SDXL (1024 x 1024, CFG 3, so each step runs the conditional and unconditional ba
 FLUX.1-dev (1024 x 1024, CFG 1) are built from ComfyUI's own model classes at their released
 sizes, with random weights in half precision (fp16 SDXL, bf16 FLUX), and sampled with random
 conditioning of the real widths: unpatched, then with GAG, PLADIS and circulation control at the
-nodes' defaults, each after one warm-up step. Per-step time (wall clock around CUDA-synchronised
-sampling, divided by the steps) and peak allocated VRAM, as ratios to the unpatched run. The pack
-runs eagerly (it compiles nothing). On one H100/H200 the whole run takes about 3 minutes.
+nodes' defaults, and GAG with its fused (compiled) kernel, each after one warm-up step, which is
+where the fused kernel compiles. Per-step time (wall clock around CUDA-synchronised sampling,
+divided by the steps) and peak allocated VRAM, as ratios to the unpatched run. Everything else runs
+eagerly. On one H100/H200 the whole run should take 3 to 5 minutes.
 Writes benchmarks/results/nodes_gpu.md.
 
 --tiny: the tests' tiny models of the same families, on whatever device there is, to check that
@@ -49,6 +50,7 @@ RUNS = {
 }
 NODES = {
     "GAG": ("GAGAttentionGuidance", {}),
+    "GAG, fused kernel": ("GAGAttentionGuidanceAdvanced", {"sparse_kernel": "fused (compiled)"}),
     "PLADIS": ("PLADISAttentionGuidance", {}),
     "circulation": ("AttentionCirculationControl", {}),
 }

@@ -22,7 +22,7 @@ _LIVE_SCORE_BUFFERS = 3
 # On CPU, chunks whose few buffers fit in the last-level cache run faster than one huge chunk,
 # while much smaller chunks multiply the fixed cost of each operation (on a busy machine, each
 # multithreaded operation can wait a scheduler slice); the budget remains an upper bound.
-_CPU_BUFFER_ELEMENTS = 2**21
+_CPU_BUFFER_ELEMENTS = 2**19
 
 
 def attention_and_logsumexp(q, k, v, mask=None, max_score_elements=2**24):
@@ -102,7 +102,6 @@ def sparse_dense_attention(q, k, v, alpha=1.5, mask=None, key_slice=None, max_sc
     selected, others = _key_groups(key_slice, keys)
     if fused:
         return _fused_pair(q, k, v, alpha, mask, selected, others, max_score_elements, row_logsumexp, dense)
-    rows = _rows_per_chunk(keys, max_score_elements, q.device)
 
     # Scaling the keys once is cheaper than scaling every chunk of queries or logits; the other keys
     # are needed only where the row's logsumexp is not known.
@@ -112,6 +111,9 @@ def sparse_dense_attention(q, k, v, alpha=1.5, mask=None, key_slice=None, max_sc
         k_others = None
     else:
         k_others = [k[:, :, group].float() * key_scale for group in others]
+    # A chunk's rows are sized by the widest logits it forms at once (one key group at a time).
+    widest = max([k_selected.shape[2]] + [group.shape[2] for group in k_others or ()])
+    rows = _rows_per_chunk(widest, max_score_elements, q.device)
     out_shape = (batch, heads, queries, v.shape[-1])
     known_dense = dense is not None
     if known_dense and alpha == 1.0:
