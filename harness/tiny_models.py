@@ -13,7 +13,7 @@ FAMILIES = ("sd15", "sdxl", "sd3", "flux", "flux2", "qwen_image")
 # Families the pack patches from a ComfyUI version on: the oldest tree whose model tells its
 # attention calls what the pack needs, or that has the model at all.
 NEWER_FAMILIES = {"z_image": (0, 33, 0), "krea2": (0, 33, 0), "anima": (0, 33, 0), "kandinsky5": (0, 33, 0),
-                  "lens": (0, 33, 0), "joyimage": (0, 33, 0)}
+                  "lens": (0, 33, 0), "joyimage": (0, 33, 0), "ideogram4": (0, 33, 0)}
 # Every family the integration tests run (the fixture skips those a tree cannot patch).
 ALL_FAMILIES = FAMILIES + ("chroma", "hunyuan_image", "cosmos_predict2", "auraflow") + tuple(NEWER_FAMILIES)
 
@@ -192,6 +192,14 @@ SPECS = {
         dict(image_model="joyimage", hidden_size=64, num_attention_heads=2, text_dim=4096, num_layers=2,
              rope_dim_list=[8, 12, 12], patch_size=[1, 2, 2], in_channels=16),
         (16, 1, 16, 16), 4096, 0,
+    ),
+    # Ideogram 4 (ComfyUI 0.33): one stream over the text (a language model's features, 53248 wide),
+    # then the image (FLUX.2's 128-channel latent); its attention calls tell no block.
+    "ideogram4": FamilySpec(
+        "Ideogram4",
+        dict(image_model="ideogram4", in_channels=128, num_layers=2, num_attention_heads=2, attention_head_dim=32,
+             intermediate_size=128, adaln_dim=64, llm_features_dim=53248, mrope_section=(6, 5, 5)),
+        (128, 8, 8), 53248, 0,
     ),
     # A family the pack does not patch (video DiT with separate cross-attention), for the tests of
     # how unsupported models are handled.

@@ -30,11 +30,12 @@ class DitStructure:
     listing them) in the order ComfyUI runs them, and where a joint call's text span comes from
     (``text_method``: the model method whose result holds it, for TEXT_FROM_EMBEDDING).
 
-    ``separate_attention``: for DiTs whose blocks attend in two calls, image self-attention and a
-    separate image-to-text cross-attention, instead of one joint call: (kind, path) pairs, kind
-    "self" or "cross", path the attribute inside a block of a callable that takes the call's
-    transformer_options as a keyword (the attention function, or the attention module's forward).
-    Their calls do not tell their kind, so the pack tags each one with it and its block there.
+    ``attention_sites``: for DiTs whose attention calls do not tell their block or kind, where in a
+    block each call is made: (kind, path) pairs, path the attribute inside a block of a callable
+    that takes the call's transformer_options as a keyword (the attention function, or the
+    attention module's forward); the pack tags each call with its kind and block there. Kind "self"
+    and "cross" mark DiTs whose blocks attend in two calls, image self-attention and a separate
+    image-to-text cross-attention, instead of one joint call; kind "joint" a joint call.
 
     ``image_first``: a joint call holds the generated image, then any reference images, then the
     text (the others: the text, then the generated image, then any reference images).
@@ -50,7 +51,7 @@ class DitStructure:
     groups: tuple
     text_span: str = TEXT_FROM_CONDITIONING
     text_method: str = ""
-    separate_attention: tuple = ()
+    attention_sites: tuple = ()
     image_first: bool = False
     leading_tokens: str = ""
     patch_size: str = ""
@@ -78,11 +79,14 @@ DIT_STRUCTURES = (
                  TEXT_FROM_EMBEDDING, "patchify_and_embed"),
     # Anima is Cosmos-Predict2's DiT with a text adapter that runs before it (on the conditioning).
     DitStructure("Anima, Cosmos-Predict2", ("blocks", "x_embedder", "t_embedding_norm"), (("block", "blocks"),),
-                 separate_attention=(("self", "self_attn.attn_op"), ("cross", "cross_attn.attn_op"))),
+                 attention_sites=(("self", "self_attn.attn_op"), ("cross", "cross_attn.attn_op"))),
     # Its text-encoder blocks attend over the text alone before the visual blocks and are left alone.
     DitStructure("Kandinsky 5", ("visual_transformer_blocks", "text_transformer_blocks"),
                  (("block", "visual_transformer_blocks"),),
-                 separate_attention=(("self", "self_attention.forward"), ("cross", "cross_attention.forward"))),
+                 attention_sites=(("self", "self_attention.forward"), ("cross", "cross_attention.forward"))),
+    # One stream over the text, then the image; its calls tell no block, and it has no block replace.
+    DitStructure("Ideogram 4", ("layers", "llm_cond_proj", "embed_image_indicator"), (("single", "layers"),),
+                 attention_sites=(("joint", "attention.forward"),)),
 )
 
 

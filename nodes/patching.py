@@ -14,8 +14,8 @@ The hooks run as Python even inside a torch.compile'd model, so a step's sigma i
 SD3's MMDiT does not tell attention calls which block they are in; a DiT block-replace wrapper adds
 that, and the joint sequence length that tells its joint call from SD3.5's image-only one. DiTs
 that attend twice per block (Anima: image self-attention, then cross-attention to the text) tell
-neither call its kind or block type: object patches of the selected modules' attention functions
-add both.
+neither call its kind or block type, and some tell no block at all (Ideogram 4): object patches of
+the selected modules' attention functions add both.
 """
 import dataclasses
 import logging
@@ -314,10 +314,10 @@ class DitAttentionOverride(SharedOnCopy):
         return AttentionCall(q, k, v, mask, "joint", block, info.sigma, a["skip_output_reshape"], options, text, image)
 
 
-class SeparateAttentionSite(SharedOnCopy):
-    """Object patch of the attention function of one self- or cross-attention module of a DiT that
-    attends in two calls per block (``DitStructure.separate_attention``): it tells the call its kind
-    and block, which the model does not (Anima sets only the block index, for both calls)."""
+class AttentionSite(SharedOnCopy):
+    """Object patch of the attention function of one attention module of a DiT whose calls do not
+    tell their block or kind (``DitStructure.attention_sites``): it tells the call both (Anima sets
+    only the block index, for its self- and cross-attention alike; Ideogram 4 sets nothing)."""
 
     def __init__(self, function, kind, block):
         self.function = function
@@ -489,7 +489,8 @@ def install(model, layout, patch, selection, window, unet_attention="attn2"):
                 patched.set_model_patch_replace(replace, unet_attention, *key)
         return patched
     # A DiT that attends separately may still set a block type (Kandinsky 5): only tagged calls are its.
-    kind = kind if layout.structure.separate_attention else "joint"
+    separate = any(site_kind != "joint" for site_kind, _ in layout.structure.attention_sites)
+    kind = kind if separate else "joint"
     override = DitAttentionOverride(patch, selection, window, options.get("optimized_attention_override"), kind,
                                     _token_order(patched, layout.structure))
     options["optimized_attention_override"] = override
@@ -508,11 +509,11 @@ def install(model, layout, patch, selection, window, unet_attention="attn2"):
         if not isinstance(patched.get_model_object(name), TextSpanFromEmbedding):
             patched.add_object_patch(name, TextSpanFromEmbedding(patched.get_model_object(name)))
     attributes = dict(structure.groups)
-    for site_kind, path in structure.separate_attention:
+    for site_kind, path in structure.attention_sites:
         if site_kind != kind:
             continue
         for group, number in sorted(selection):
             name = f"diffusion_model.{attributes[group]}.{number}.{path}"
-            if not isinstance(patched.get_model_object(name), SeparateAttentionSite):
-                patched.add_object_patch(name, SeparateAttentionSite(patched.get_model_object(name), kind, (group, number)))
+            if not isinstance(patched.get_model_object(name), AttentionSite):
+                patched.add_object_patch(name, AttentionSite(patched.get_model_object(name), kind, (group, number)))
     return patched

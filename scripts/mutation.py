@@ -95,7 +95,7 @@ EXPLAINED = [
     ("execute", "_patch_guidance(cls, model, rule, ", "equivalent: no block list and an empty one both mean the "
      "node's default blocks"),
     ("patch_circulation", '"value"', "equivalent: the rule takes the input-space path only for \"reference\""),
-    ("SeparateAttentionSite.__call__", "transformer_options=options, ", "equivalent for the supported models: "
+    ("AttentionSite.__call__", "transformer_options=options, ", "equivalent for the supported models: "
      "their attention functions take transformer_options as their only keyword"),
     ("UnetAttentionReplace._base", "attn_precision=", "equivalent in these runs: ComfyUI reads the attention "
      "precision only to upcast half-precision attention on CUDA, and the tests run float32 on CPU"),

@@ -25,6 +25,7 @@ EXPECTED_BLOCKS = {
     "kandinsky5": "block 0-1",
     "lens": "double 0-1",
     "joyimage": "double 0-1",
+    "ideogram4": "single 0-1",
     "auraflow": "double 0, single 0-1",
 }
 

@@ -78,7 +78,8 @@ INPUT_CASES = [
     ("GAGAttentionGuidanceAdvanced", "alpha", 2.0, dict(alpha=2.0), ("sd15", "flux")),
     ("GAGAttentionGuidanceAdvanced", "guide_keys", "all keys", dict(all_keys=True), ("flux", "z_image", "krea2", "lens")),
     ("GAGAttentionGuidanceAdvanced", "cap", "absolute", dict(cap="absolute"), ("sd15", "flux")),
-    ("PLADISAttentionGuidance", "scale", 1.7, dict(scale=1.7), ("sd15", "flux", "z_image", "krea2", "anima", "auraflow")),
+    ("PLADISAttentionGuidance", "scale", 1.7, dict(scale=1.7), ("sd15", "flux", "z_image", "krea2", "anima", "auraflow",
+                                                                "ideogram4")),
     ("PLADISAttentionGuidance", "alpha", 2.0, dict(alpha=2.0), ("sd15", "flux")),
     ("AttentionCirculationControl", "alpha", 1.3, dict(alpha=1.3), ("sd15", "flux", "kandinsky5")),
     ("AttentionCirculationControl", "beta", 1.5, dict(beta=1.5), ("sd15", "flux", "z_image", "krea2", "cosmos_predict2")),
@@ -397,6 +398,8 @@ def _joint_blocks(dit):
         return [("double", i) for i in range(len(dit.double_blocks))] + [("single", i) for i in range(len(dit.single_blocks))]
     if hasattr(dit, "joint_blocks"):
         return [("double", i) for i, block in enumerate(dit.joint_blocks) for _ in range(1 + block.x_block.x_block_self_attn)]
+    if hasattr(dit, "llm_cond_proj"):  # Ideogram 4: one stream over the text, then the image
+        return [("single", i) for i in range(len(dit.layers))]
     if hasattr(dit, "double_layers"):  # AuraFlow
         return [("double", i) for i in range(len(dit.double_layers))] + [("single", i) for i in range(len(dit.single_layers))]
     return [("double", i) for i in range(len(dit.transformer_blocks))]
@@ -595,6 +598,7 @@ LAYER_CASES = [
     ("lens", "double 1", {("double", 1)}),
     ("auraflow", "double 0, single 1", {("double", 0), ("single", 1)}),
     ("joyimage", "double 1", {("double", 1)}),
+    ("ideogram4", "single 1", {("single", 1)}),
 ]
 
 
@@ -622,7 +626,7 @@ def test_start_and_end_percent_bound_the_steps_that_are_patched(node_classes, ti
 
 @pytest.mark.parametrize("family", ["sd15", "sdxl", "flux", "flux2", "chroma", "hunyuan_image", "sd3", "qwen_image",
                                     "z_image", "krea2",
-                                    "cosmos_predict2", "anima", "kandinsky5", "lens", "auraflow", "joyimage"])
+                                    "cosmos_predict2", "anima", "kandinsky5", "lens", "auraflow", "joyimage", "ideogram4"])
 @pytest.mark.parametrize("node_id", ["GAGAttentionGuidance", "AttentionCirculationControl"])
 def test_default_blocks_per_family(node_classes, tiny_model, node_id, family):
     """Empty `layers`: guidance patches every cross-attention block of a UNet but the middle one and
