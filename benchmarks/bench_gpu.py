@@ -56,6 +56,14 @@ NODES = {
 }
 
 
+def runnable_nodes(device_type):
+    """NODES less the fused kernel where it cannot be built (a CPU without a C++ compiler, --tiny)."""
+    from gag_core.fused import can_compile
+
+    return {name: spec for name, spec in NODES.items()
+            if spec[1].get("sparse_kernel") != "fused (compiled)" or can_compile(device_type)}
+
+
 def full_size_config(family):
     return dict(tiny_models.SPECS[family].unet_config, **FULL_SIZE[family])
 
@@ -122,7 +130,7 @@ def main():
         model = build(family, not args.tiny, device, dtype)
         base = run(model, family, latent_shape, cfg, tokens, args.steps, device)
         rows.append((family, "unpatched", *base, *base))
-        for name, (node_id, inputs) in NODES.items():
+        for name, (node_id, inputs) in runnable_nodes(device.type).items():
             patched = nodes[node_id].execute(model=model, **inputs).result[0]
             rows.append((family, name, *run(patched, family, latent_shape, cfg, tokens, args.steps, device), *base))
             print(format_row(rows[-1]), flush=True)

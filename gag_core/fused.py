@@ -11,6 +11,8 @@ that a recompile would otherwise make gave wrong results and failed to build on 
 Eager, flex_attention materialises the scores.
 """
 import math
+import os
+import shutil
 
 import torch
 from torch.nn.attention.flex_attention import flex_attention
@@ -18,6 +20,14 @@ from torch.nn.attention.flex_attention import flex_attention
 from . import _checks
 from .attention import _check_qkv, _chunks, _logits, _mask_chunk, _rows_per_chunk
 from .entmax import entmax_threshold, shift_rows_
+
+
+def can_compile(device_type):
+    """Whether the compiled kernel can be built for tensors on ``device_type`` ("cuda", "cpu", ...):
+    on CUDA Triton builds it; on CPU the compile needs a C++ compiler on the PATH."""
+    if device_type == "cuda":
+        return True
+    return any(shutil.which(name) for name in (os.environ.get("CXX") or "g++", "c++", "clang++"))
 
 
 def entmax_rows(q, k, alpha=1.5, mask=None, max_score_elements=2**24):

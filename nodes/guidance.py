@@ -3,9 +3,11 @@ image-to-text part of joint attention (DiT)."""
 import dataclasses
 import functools
 
+import comfy.model_management
 from comfy_api.latest import io
 
 from ..gag_core._checks import entmax_alpha, number_in_range
+from ..gag_core.fused import can_compile
 from ..gag_core.guidance import GagRule, PladisRule
 from ..gag_core.delta import guidance_delta, joint_guidance_delta
 from .inputs import CATEGORY, alpha_input, layers_input, schedule_inputs
@@ -182,6 +184,10 @@ class GAGAttentionGuidanceAdvanced(io.ComfyNode):
             raise ValueError(f"cap must be one of {list(CAPS)}, got {cap!r}")
         if sparse_kernel not in SPARSE_KERNELS:
             raise ValueError(f"sparse_kernel must be one of {list(SPARSE_KERNELS)}, got {sparse_kernel!r}")
+        device = comfy.model_management.get_torch_device().type
+        if SPARSE_KERNELS[sparse_kernel] and not can_compile(device):
+            raise ValueError(f"sparse_kernel '{sparse_kernel}' compiles a kernel, which on {device} needs a C++ "
+                             "compiler and none was found; use 'chunked'")
         patch = GuidancePatch(
             GagRule(scale, eta, zeta, CAPS[cap]), entmax_alpha(alpha),
             strength=number_in_range("strength", strength, 0.0, 1.0), all_keys=guide_keys == ALL_KEYS,

@@ -26,6 +26,7 @@ from comfy_api.latest import io
 
 import comfy_env
 import oracle
+from gag_core.fused import can_compile
 from pack_testing import run_node
 from tiny_models import NEWER_FAMILIES, sample
 
@@ -186,6 +187,7 @@ def test_shipped_workflows_save_the_inputs_the_nodes_have_in_their_order(node_cl
     assert checked >= 17
 
 
+@pytest.mark.skipif(not can_compile("cpu"), reason="no C++ compiler to build the compiled kernel on CPU")
 def test_the_fused_kernel_computes_what_the_oracle_does(node_classes, tiny_model):
     """sparse_kernel changes how, not what: with the compiled fused kernel every guided call of a
     sampled FLUX still equals the oracle's GAG (test_the_fused_kernel_choice_reaches_the_patch
@@ -200,6 +202,7 @@ def test_the_fused_kernel_computes_what_the_oracle_does(node_classes, tiny_model
         assert_matches(call["output"], oracle_output(DEFAULTS[node_id], call, None), f"call {index} {call['block']}")
 
 
+@pytest.mark.skipif(not can_compile("cpu"), reason="no C++ compiler to build the compiled kernel on CPU")
 @pytest.mark.parametrize("family", ["sd15", "flux"])
 def test_the_fused_kernel_choice_reaches_the_patch(node_classes, tiny_model, family):
     node = node_classes["GAGAttentionGuidanceAdvanced"]
@@ -209,6 +212,13 @@ def test_the_fused_kernel_choice_reaches_the_patch(node_classes, tiny_model, fam
         patches = ([options["optimized_attention_override"]] if family == "flux"
                    else list(options["patches_replace"]["attn2"].values()))
         assert patches and all(patch.patch.fused is fused for patch in patches), choice
+
+
+def test_the_fused_kernel_is_refused_by_name_where_it_cannot_be_built(node_classes, tiny_model, monkeypatch):
+    monkeypatch.setenv("PATH", "")  # no C++ compiler to be found: the tests run on CPU
+    monkeypatch.delenv("CXX", raising=False)
+    with pytest.raises(ValueError, match=r"^sparse_kernel 'fused \(compiled\)' compiles a kernel, which on cpu needs"):
+        run_node(node_classes["GAGAttentionGuidanceAdvanced"], model=tiny_model("flux"), sparse_kernel="fused (compiled)")
 
 
 def test_every_node_addresses_its_messages_to_its_own_widget(node_classes):

@@ -9,7 +9,7 @@ import torch
 
 from gag_core.attention import sparse_dense_attention
 from gag_core.entmax import entmax_shifted, entmax_threshold, shift_rows_
-from gag_core.fused import entmax_rows, sparse_attention_fused
+from gag_core.fused import can_compile, entmax_rows, sparse_attention_fused
 
 # Eager flex_attention warns that it materialises the scores, which is what the tests want.
 pytestmark = pytest.mark.filterwarnings("ignore:flex_attention called without torch.compile")
@@ -86,6 +86,7 @@ def test_entmax_rows_read_the_mask_and_chunk_alike():
 @pytest.mark.parametrize("key_slice", [None, slice(0, 9), slice(14, 23)])
 @pytest.mark.parametrize("mask", ["none", "bool"])
 @pytest.mark.skipif("mutmut" in sys.modules, reason="mutmut's instrumentation of gag_core cannot be compiled")
+@pytest.mark.skipif(not can_compile("cpu"), reason="no C++ compiler to build the compiled kernel on CPU")
 def test_sparse_dense_attention_fused_gives_what_the_chunked_path_does(key_slice, mask):
     q, k, v = _qkv(queries=23, keys=23, value_dim=16)
     given = _masks(23, 23)[mask]
@@ -107,6 +108,7 @@ def test_alpha_one_is_refused_by_the_fused_sparse_path():
 
 
 @pytest.mark.skipif("mutmut" in sys.modules, reason="mutmut's instrumentation of gag_core cannot be compiled")
+@pytest.mark.skipif(not can_compile("cpu"), reason="no C++ compiler to build the compiled kernel on CPU")
 def test_compiled_kernel_matches_the_chunked_path():
     q, k, v = _qkv(queries=64, keys=77, value_dim=16)
     keep = torch.rand(2, 1, 64, 77, generator=torch.Generator().manual_seed(3)) > 0.2
