@@ -13,7 +13,8 @@ FAMILIES = ("sd15", "sdxl", "sd3", "flux", "flux2", "qwen_image")
 # Families the pack patches from a ComfyUI version on: the oldest tree whose model tells its
 # attention calls what the pack needs, or that has the model at all.
 NEWER_FAMILIES = {"z_image": (0, 33, 0), "krea2": (0, 33, 0), "anima": (0, 33, 0), "kandinsky5": (0, 33, 0),
-                  "lens": (0, 33, 0), "joyimage": (0, 33, 0), "ideogram4": (0, 33, 0)}
+                  "lens": (0, 33, 0), "joyimage": (0, 33, 0), "ideogram4": (0, 33, 0),
+                  "pixeldit": (0, 33, 0)}
 # Every family the integration tests run (the fixture skips those a tree cannot patch).
 ALL_FAMILIES = FAMILIES + ("chroma", "hunyuan_image", "cosmos_predict2", "auraflow") + tuple(NEWER_FAMILIES)
 
@@ -200,6 +201,14 @@ SPECS = {
         dict(image_model="ideogram4", in_channels=128, num_layers=2, num_attention_heads=2, attention_head_dim=32,
              intermediate_size=128, adaln_dim=64, llm_features_dim=53248, mrope_section=(6, 5, 5)),
         (128, 8, 8), 53248, 0,
+    ),
+    # PixelDiT (ComfyUI 0.33): joint patch blocks over the text (Gemma features, 2304 wide), then the
+    # image's 4x4-pixel patches, then pixel blocks; its text cut to 16 tokens, fewer than the tests give.
+    "pixeldit": FamilySpec(
+        "PixelDiTT2I",
+        dict(image_model="pixeldit_t2i", hidden_size=64, num_groups=2, pixel_hidden_size=8, pixel_attn_hidden_size=32,
+             pixel_num_groups=2, patch_depth=2, pixel_depth=1, patch_size=4, txt_max_length=16),
+        (3, 32, 32), 2304, 0,
     ),
     # A family the pack does not patch (video DiT with separate cross-attention), for the tests of
     # how unsupported models are handled.

@@ -44,7 +44,8 @@ class DitStructure:
     it cuts its latent into tokens, where the pack counts the generated image's tokens itself
     because the model does not count the reference images that follow them (JoyImage).
     ``blocks_untold``: the attention calls carry no block type or index, so block-replace wrappers
-    add them."""
+    add them. ``text_limit``: the model attribute capping how many text tokens it keeps of the
+    conditioning (PixelDiT's ``txt_max_length``)."""
 
     families: str
     marks: tuple
@@ -56,6 +57,7 @@ class DitStructure:
     leading_tokens: str = ""
     patch_size: str = ""
     blocks_untold: bool = False
+    text_limit: str = ""
 
 
 # Every DiT structure the pack patches. Reference images are counted in
@@ -87,6 +89,10 @@ DIT_STRUCTURES = (
     # One stream over the text, then the image; its calls tell no block, and it has no block replace.
     DitStructure("Ideogram 4", ("layers", "llm_cond_proj", "embed_image_indicator"), (("single", "layers"),),
                  attention_sites=(("joint", "attention.forward"),)),
+    # Joint patch blocks (text, then image patches), then pixel blocks over the image alone, left alone;
+    # no call tells its block, and the text is cut to the model's maximum length.
+    DitStructure("PixelDiT", ("patch_blocks", "pixel_blocks", "y_embedder"), (("double", "patch_blocks"),),
+                 attention_sites=(("joint", "attn.forward"),), text_limit="txt_max_length"),
 )
 
 
@@ -173,6 +179,7 @@ KNOWN_FAMILIES = {
     "Lens": "double 0-47",
     "AuraFlow": "double 0-3, single 0-31",
     "JoyImage": "double 0-19",
+    "PixelDiT": "double 0-13",
 }
 
 

@@ -50,13 +50,15 @@ class CallInfo:
 @dataclasses.dataclass(frozen=True)
 class TokenOrder:
     """Where a DiT's joint calls put their tokens, beyond what each call tells: the text after the
-    image (``image_first``), ``leading`` tokens before the text (AuraFlow's registers), and the
+    image (``image_first``), ``leading`` tokens before the text (AuraFlow's registers), the
     ``patch`` size by which the generated image's tokens are counted from its latent, where the model
-    counts no reference images that sit between them and the text (JoyImage)."""
+    counts no reference images that sit between them and the text (JoyImage), and the
+    ``text_limit`` to which the model cuts its conditioning (PixelDiT)."""
 
     image_first: bool = False
     leading: int = 0
     patch: tuple = ()
+    text_limit: int = 0  # the most text tokens the model keeps of its conditioning (0: all)
 
     def image_tokens(self, info, length, text_tokens, reference_tokens):
         """How many tokens of a joint call of ``length`` are the generated image."""
@@ -291,7 +293,7 @@ class DitAttentionOverride(SharedOnCopy):
         mask = _mask_from_comfy(a["mask"])
         if kind != "joint":
             return AttentionCall(q, k, v, mask, kind, block, info.sigma, a["skip_output_reshape"], options)
-        text_tokens = info.text_tokens
+        text_tokens = min(info.text_tokens, self.order.text_limit or info.text_tokens)
         # The model's own word on the text span, where it gives one (ComfyUI 0.33's "img_slice"), or
         # the pack's block wrapper's or embedding patch's; otherwise the conditioning's length.
         joint = options.get(JOINT_INFO_KEY) or options.get("img_slice")
@@ -454,7 +456,8 @@ def _token_order(model, structure):
         return model.get_model_object(f"diffusion_model.{name}")
 
     return TokenOrder(structure.image_first, attribute(structure.leading_tokens).shape[1] if structure.leading_tokens else 0,
-                      tuple(attribute(structure.patch_size)) if structure.patch_size else ())
+                      tuple(attribute(structure.patch_size)) if structure.patch_size else (),
+                      int(attribute(structure.text_limit)) if structure.text_limit else 0)
 
 
 def model_layout(model, node_name):

@@ -26,6 +26,7 @@ EXPECTED_BLOCKS = {
     "lens": "double 0-1",
     "joyimage": "double 0-1",
     "ideogram4": "single 0-1",
+    "pixeldit": "double 0-1",
     "auraflow": "double 0, single 0-1",
 }
 

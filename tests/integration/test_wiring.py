@@ -97,13 +97,13 @@ GUIDANCE_NODES = {"GAGAttentionGuidance", "GAGAttentionGuidanceAdvanced", "PLADI
 
 def patched_by_default(node_id, block):
     """UNet guidance leaves the middle block alone (PLADIS' choice); Z-Image's text-only and image-only
-    refiners, Krea 2's text fusion, Kandinsky 5's text encoder and HunyuanImage's text refiner have no
+    refiners, Krea 2's text fusion, Kandinsky 5's text encoder, HunyuanImage's text refiner and PixelDiT's pixel blocks have no
     text and image to relate;
     every other block is patched."""
     return not (node_id in GUIDANCE_NODES and block[0] == "middle") and block[0] not in TEXT_OR_IMAGE_ONLY
 
 
-TEXT_OR_IMAGE_ONLY = {"context refiner", "noise refiner", "text fusion", "text encoder", "text refiner"}
+TEXT_OR_IMAGE_ONLY = {"context refiner", "noise refiner", "text fusion", "text encoder", "text refiner", "pixel"}
 
 
 def not_for(expect, call):
@@ -410,6 +410,8 @@ def _joint_blocks(dit):
         return [("double", i) for i, block in enumerate(dit.joint_blocks) for _ in range(1 + block.x_block.x_block_self_attn)]
     if hasattr(dit, "llm_cond_proj"):  # Ideogram 4: one stream over the text, then the image
         return [("single", i) for i in range(len(dit.layers))]
+    if hasattr(dit, "pixel_blocks"):  # PixelDiT: joint patch blocks, then pixel blocks over the image alone
+        return [("double", i) for i in range(len(dit.patch_blocks))] + [("pixel", i) for i in range(len(dit.pixel_blocks))]
     if hasattr(dit, "double_layers"):  # AuraFlow
         return [("double", i) for i in range(len(dit.double_layers))] + [("single", i) for i in range(len(dit.single_layers))]
     return [("double", i) for i in range(len(dit.transformer_blocks))]
@@ -609,6 +611,7 @@ LAYER_CASES = [
     ("auraflow", "double 0, single 1", {("double", 0), ("single", 1)}),
     ("joyimage", "double 1", {("double", 1)}),
     ("ideogram4", "single 1", {("single", 1)}),
+    ("pixeldit", "double 1", {("double", 1)}),
 ]
 
 
@@ -636,7 +639,8 @@ def test_start_and_end_percent_bound_the_steps_that_are_patched(node_classes, ti
 
 @pytest.mark.parametrize("family", ["sd15", "sdxl", "flux", "flux2", "chroma", "hunyuan_image", "sd3", "qwen_image",
                                     "z_image", "krea2",
-                                    "cosmos_predict2", "anima", "kandinsky5", "lens", "auraflow", "joyimage", "ideogram4"])
+                                    "cosmos_predict2", "anima", "kandinsky5", "lens", "auraflow", "joyimage", "ideogram4",
+                                    "pixeldit"])
 @pytest.mark.parametrize("node_id", ["GAGAttentionGuidance", "AttentionCirculationControl"])
 def test_default_blocks_per_family(node_classes, tiny_model, node_id, family):
     """Empty `layers`: guidance patches every cross-attention block of a UNet but the middle one and
