@@ -116,3 +116,18 @@ def test_compiled_kernel_matches_the_chunked_path():
         warnings.simplefilter("ignore")
         compiled = sparse_attention_fused(q, k, v, 1.5, mask=keep, compiled=True)
     torch.testing.assert_close(compiled, sparse_dense_attention(q, k, v, 1.5, mask=keep).sparse, atol=5e-6, rtol=0)
+
+
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA device")
+def test_the_fused_path_never_syncs_a_cuda_device_once_compiled():
+    q, k, v = (t.cuda().half() for t in _qkv(queries=64, keys=77, value_dim=16))
+    reference = sparse_dense_attention(q, k, v, 1.5, key_slice=slice(0, 20))
+    sparse_dense_attention(q, k, v, 1.5, key_slice=slice(0, 20), fused=True)  # compiles (which may sync)
+    torch.cuda.synchronize()
+    torch.cuda.set_sync_debug_mode("error")
+    try:
+        fused = sparse_dense_attention(q, k, v, 1.5, key_slice=slice(0, 20), fused=True)
+    finally:
+        torch.cuda.set_sync_debug_mode("default")
+    for name in ("dense", "sparse", "mass"):
+        torch.testing.assert_close(getattr(fused, name).float(), getattr(reference, name).float(), atol=2e-3, rtol=0)
