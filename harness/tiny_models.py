@@ -16,7 +16,7 @@ NEWER_FAMILIES = {"z_image": (0, 33, 0), "krea2": (0, 33, 0), "anima": (0, 33, 0
                   "lens": (0, 33, 0), "joyimage": (0, 33, 0), "ideogram4": (0, 33, 0),
                   "pixeldit": (0, 33, 0)}
 # Every family the integration tests run (the fixture skips those a tree cannot patch).
-ALL_FAMILIES = FAMILIES + ("chroma", "hunyuan_image", "cosmos_predict2", "auraflow") + tuple(NEWER_FAMILIES)
+ALL_FAMILIES = FAMILIES + ("chroma", "hunyuan_image", "cosmos_predict2", "auraflow", "hidream") + tuple(NEWER_FAMILIES)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -27,6 +27,7 @@ class FamilySpec:
     context_dim: int
     pooled_dim: int  # 0: the family takes no pooled vector
     min_context_tokens: int = 1
+    extra_conds: tuple = ()  # (name, shape without the batch): more random conditioning the model requires
 
 
 # The DiT of Cosmos-Predict2 and Anima (its settings as ComfyUI's detection gives the 2B one), tiny.
@@ -210,6 +211,16 @@ SPECS = {
              pixel_num_groups=2, patch_depth=2, pixel_depth=1, patch_size=4, txt_max_length=16),
         (3, 32, 32), 2304, 0,
     ),
+    # HiDream-I1: the image, then T5's text and two layers of Llama features (3 layers of 20 tokens given,
+    # 4096 wide) in every joint call; CLIP-L + CLIP-G pooled.
+    "hidream": FamilySpec(
+        "HiDream",
+        dict(image_model="hidream", patch_size=2, in_channels=16, out_channels=16, num_layers=2, num_single_layers=2,
+             attention_head_dim=32, num_attention_heads=2, caption_channels=[4096, 4096], text_emb_dim=2048,
+             num_routed_experts=4, num_activated_experts=2, axes_dims_rope=[16, 8, 8], max_resolution=[128, 128],
+             llama_layers=[0, 1, 2, 2]),
+        (16, 16, 16), 4096, 2048, extra_conds=(("conditioning_llama3", (3, 20, 4096)),),
+    ),
     # A family the pack does not patch (video DiT with separate cross-attention), for the tests of
     # how unsupported models are handled.
     "wan21": FamilySpec(
@@ -299,6 +310,8 @@ def random_conditioning(family, batch=1, tokens=77, seed=0):
         extra["pooled_output"] = torch.randn(batch, spec.pooled_dim, generator=generator)
     if family in ("flux2", "chroma"):  # FLUX's model class asks for a pooled vector these models never read
         extra["pooled_output"] = torch.zeros(batch, 1)
+    for name, shape in spec.extra_conds:
+        extra[name] = torch.randn((batch,) + shape, generator=generator)
     return [[context, extra]]
 
 

@@ -45,7 +45,9 @@ class DitStructure:
     because the model does not count the reference images that follow them (JoyImage).
     ``blocks_untold``: the attention calls carry no block type or index, so block-replace wrappers
     add them. ``text_limit``: the model attribute capping how many text tokens it keeps of the
-    conditioning (PixelDiT's ``txt_max_length``)."""
+    conditioning (PixelDiT's ``txt_max_length``). ``text_conds``: text the model joins to the
+    conditioning's in every joint call, from other conditioning it is given: (name, token axis,
+    times) of each such input of the model call (HiDream's Llama features, twice per call)."""
 
     families: str
     marks: tuple
@@ -58,6 +60,7 @@ class DitStructure:
     patch_size: str = ""
     blocks_untold: bool = False
     text_limit: str = ""
+    text_conds: tuple = ()
 
 
 # Every DiT structure the pack patches. Reference images are counted in
@@ -93,6 +96,12 @@ DIT_STRUCTURES = (
     # no call tells its block, and the text is cut to the model's maximum length.
     DitStructure("PixelDiT", ("patch_blocks", "pixel_blocks", "y_embedder"), (("double", "patch_blocks"),),
                  attention_sites=(("joint", "attn.forward"),), text_limit="txt_max_length"),
+    # The image, then T5's text and two layers of Llama features; no call tells its block. An edit
+    # (E1) joins its input image to the generated one along the width: both are guided as the image.
+    DitStructure("HiDream", ("double_stream_blocks", "single_stream_blocks", "llama_layers"),
+                 (("double", "double_stream_blocks"), ("single", "single_stream_blocks")),
+                 attention_sites=(("joint", "block.attn1.forward"),), image_first=True,
+                 text_conds=(("encoder_hidden_states_llama3", 2, 2),)),
 )
 
 
@@ -180,6 +189,7 @@ KNOWN_FAMILIES = {
     "AuraFlow": "double 0-3, single 0-31",
     "JoyImage": "double 0-19",
     "PixelDiT": "double 0-13",
+    "HiDream-I1 / E1": "double 0-15, single 0-31",
 }
 
 

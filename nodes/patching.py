@@ -34,6 +34,7 @@ PROBE_KEY = "comfyui_gag_probe"  # the geometry probe's recorder, when one is co
 JOINT_INFO_KEY = "comfyui_gag_joint"
 SITE_KEY = "comfyui_gag_site"  # (kind, block) of a DiT's separate self- or cross-attention call
 OVERRIDES_KEY = "comfyui_gag_overrides"  # the pack's attention overrides on a model, in installation order
+TEXT_CONDS_KEY = "comfyui_gag_text_conds"  # the model's DitStructure.text_conds, for the model-call wrapper
 WRAPPER_KEY = "comfyui_gag"
 logger = logging.getLogger("ComfyUI-GAG")
 
@@ -144,11 +145,12 @@ class Window:
 
 
 def _record_call_info(executor, x, t, c_concat=None, c_crossattn=None, control=None, transformer_options=None, **kwargs):
-    info = CallInfo(
-        sigma=float(t.max()),
-        text_tokens=int(c_crossattn.shape[1]) if c_crossattn is not None and c_crossattn.ndim >= 2 else 0,
-        latent_shape=tuple(x.shape[2:]),
-    )
+    text_tokens = int(c_crossattn.shape[1]) if c_crossattn is not None and c_crossattn.ndim >= 2 else 0
+    # Text a DiT joins to the conditioning's from its other inputs (DitStructure.text_conds).
+    for name, axis, times in (transformer_options or {}).get(TEXT_CONDS_KEY, ()):
+        if text_tokens and kwargs.get(name) is not None:
+            text_tokens += times * int(kwargs[name].shape[axis])
+    info = CallInfo(sigma=float(t.max()), text_tokens=text_tokens, latent_shape=tuple(x.shape[2:]))
     options = dict(transformer_options or {})
     options[CALL_INFO_KEY] = info
     return executor(x, t, c_concat, c_crossattn, control, options, **kwargs)
@@ -498,6 +500,8 @@ def install(model, layout, patch, selection, window, unet_attention="attn2"):
                                     _token_order(patched, layout.structure))
     options["optimized_attention_override"] = override
     options[OVERRIDES_KEY] = options.get(OVERRIDES_KEY, ()) + (override,)
+    if layout.structure.text_conds:
+        options[TEXT_CONDS_KEY] = layout.structure.text_conds
     if _reinstall_overrides not in patched.get_all_callbacks(comfy.patcher_extension.CallbacksMP.ON_PREPARE_STATE):
         patched.add_callback_with_key(comfy.patcher_extension.CallbacksMP.ON_PREPARE_STATE, WRAPPER_KEY, _reinstall_overrides)
     structure = layout.structure

@@ -27,6 +27,7 @@ EXPECTED_BLOCKS = {
     "joyimage": "double 0-1",
     "ideogram4": "single 0-1",
     "pixeldit": "double 0-1",
+    "hidream": "double 0-1, single 0-1",
     "auraflow": "double 0, single 0-1",
 }
 

@@ -384,6 +384,9 @@ def dit_calls(model):
         return [(("block", i), kind) for i in range(len(dit.blocks)) for kind in ("self", "cross")]
     if hasattr(dit, "selected_layer_index"):  # Lens: the image, then the text, in each block's joint call
         return [(("double", i), "image-first joint") for i in range(len(dit.transformer_blocks))]
+    if hasattr(dit, "double_stream_blocks"):  # HiDream: the image, then the text, in every call
+        return [((group, i), "image-first joint") for group, blocks in
+                (("double", dit.double_stream_blocks), ("single", dit.single_stream_blocks)) for i in range(len(blocks))]
     if hasattr(dit, "condition_embedder"):  # JoyImage: the image, its references, then the text
         return [(("double", i), "image-first joint") for i in range(len(dit.double_blocks))]
     if hasattr(dit, "visual_transformer_blocks"):  # Kandinsky 5: its text-encoder blocks attend over the text first
@@ -612,6 +615,7 @@ LAYER_CASES = [
     ("joyimage", "double 1", {("double", 1)}),
     ("ideogram4", "single 1", {("single", 1)}),
     ("pixeldit", "double 1", {("double", 1)}),
+    ("hidream", "double 1, single 0", {("double", 1), ("single", 0)}),
 ]
 
 
@@ -640,7 +644,7 @@ def test_start_and_end_percent_bound_the_steps_that_are_patched(node_classes, ti
 @pytest.mark.parametrize("family", ["sd15", "sdxl", "flux", "flux2", "chroma", "hunyuan_image", "sd3", "qwen_image",
                                     "z_image", "krea2",
                                     "cosmos_predict2", "anima", "kandinsky5", "lens", "auraflow", "joyimage", "ideogram4",
-                                    "pixeldit"])
+                                    "pixeldit", "hidream"])
 @pytest.mark.parametrize("node_id", ["GAGAttentionGuidance", "AttentionCirculationControl"])
 def test_default_blocks_per_family(node_classes, tiny_model, node_id, family):
     """Empty `layers`: guidance patches every cross-attention block of a UNet but the middle one and
