@@ -165,7 +165,7 @@ def _fused_pair(q, k, v, alpha, mask, selected, others, max_score_elements, row_
         return SparseDense(dense, sparse)
     if row_logsumexp is None:
         row_logsumexp = attention_and_logsumexp(q, k, v, mask, max_score_elements)[1]
-    mass = torch.exp(lse_selected - row_logsumexp).clamp_max_(1.0)
+    mass = _selected_mass(lse_selected, row_logsumexp)
     if mask_selected is not None:
         # The kernels' logsumexp of a row with no selected key left is not -inf on every device.
         kept = mask_selected if mask_selected.dtype == torch.bool else mask_selected > -torch.inf
@@ -214,13 +214,18 @@ def _attend_chunk(scores, v_selected, alpha, dense_out, sparse_out, mass_out, ma
         lse_selected = row_max + torch.log(total)
         if lse_row is None:
             lse_row = torch.logaddexp(lse_selected, lse_others)
-        # A row's logsumexp from a fused kernel may round below that of the selected keys alone.
-        mass_view.copy_(torch.exp(lse_selected - lse_row).clamp_max_(1.0))
+        mass_view.copy_(_selected_mass(lse_selected, lse_row))
         outputs.append(mass_view)
     if masked:
         rows_masked = rows_ok.logical_not()
         for out in outputs:
             out.masked_fill_(rows_masked, 0.0)
+
+
+def _selected_mass(lse_selected, lse_row):
+    """The dense probability mass exp(lse_selected - lse_row) of the selected keys, each (..., 1)."""
+    # A row's logsumexp from a fused kernel may round below that of the selected keys alone.
+    return torch.exp(lse_selected - lse_row).clamp_max_(1.0)
 
 
 def _matmul_into(out, probs, values, divisor=None):

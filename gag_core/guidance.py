@@ -78,9 +78,8 @@ class GagRule:
 
     def __init__(self, scale, eta, zeta, cap):
         self.scale = _checks.finite_number("scale", scale)
-        self.eta = _checks.number_in_range("eta", eta, 0.0, math.inf, allow_inf=True)
-        self.zeta = _checks.finite_number("zeta", zeta)
-        self.cap = _checks.one_of("cap", cap, CAPS)
+        self.eta, self.zeta = _check_settings(eta, zeta, cap)
+        self.cap = cap
 
     def __call__(self, dense, sparse):
         return gag(dense, sparse, self.scale, self.eta, self.zeta, self.cap)
@@ -135,6 +134,11 @@ def cap_limit(eta, cap, r_norm):
 def check_rule_arguments(dense, sparse, eta, zeta, cap):
     """Validate GAG's inputs and settings (ValueError naming the argument); returns (eta, zeta)."""
     _check_pair(dense, sparse)
+    return _check_settings(eta, zeta, cap)
+
+
+def _check_settings(eta, zeta, cap):
+    """Validate GAG's eta, zeta and cap (ValueError naming the argument); returns (eta, zeta)."""
     eta = _checks.number_in_range("eta", eta, 0.0, math.inf, allow_inf=True)
     zeta = _checks.finite_number("zeta", zeta)
     _checks.one_of("cap", cap, CAPS)
