@@ -14,9 +14,10 @@ FAMILIES = ("sd15", "sdxl", "sd3", "flux", "flux2", "qwen_image")
 # attention calls what the pack needs, or that has the model at all.
 NEWER_FAMILIES = {"z_image": (0, 33, 0), "krea2": (0, 33, 0), "anima": (0, 33, 0), "kandinsky5": (0, 33, 0),
                   "lens": (0, 33, 0), "joyimage": (0, 33, 0), "ideogram4": (0, 33, 0),
-                  "pixeldit": (0, 33, 0)}
+                  "pixeldit": (0, 33, 0), "ernie": (0, 33, 0)}
 # Every family the integration tests run (the fixture skips those a tree cannot patch).
-ALL_FAMILIES = FAMILIES + ("chroma", "hunyuan_image", "cosmos_predict2", "auraflow", "hidream") + tuple(NEWER_FAMILIES)
+ALL_FAMILIES = FAMILIES + ("chroma", "hunyuan_image", "cosmos_predict2", "auraflow", "hidream", "pixart_sigma",
+                              "hunyuan_dit") + tuple(NEWER_FAMILIES)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -26,8 +27,8 @@ class FamilySpec:
     latent_shape: tuple  # (C, H, W) or (C, T, H, W), batch excluded
     context_dim: int
     pooled_dim: int  # 0: the family takes no pooled vector
-    min_context_tokens: int = 1
     extra_conds: tuple = ()  # (name, shape without the batch): more random conditioning the model requires
+    extra_masks: tuple = ()  # (name, shape without the batch): all-ones masks the model requires
 
 
 # The DiT of Cosmos-Predict2 and Anima (its settings as ComfyUI's detection gives the 2B one), tiny.
@@ -221,6 +222,29 @@ SPECS = {
              llama_layers=[0, 1, 2, 2]),
         (16, 16, 16), 4096, 2048, extra_conds=(("conditioning_llama3", (3, 20, 4096)),),
     ),
+    # PixArt-Sigma: each block attends over the image, then from the image to the whole T5 text. Its
+    # positional table needs (H + W) / 2 of at least 33 latent pixels.
+    "pixart_sigma": FamilySpec(
+        "PixArtSigma",
+        dict(image_model="pixart_sigma", patch_size=2, in_channels=4, hidden_size=64, depth=2, num_heads=2,
+             model_max_length=300, micro_condition=False),
+        (4, 34, 34), 4096, 0,
+    ),
+    # HunyuanDiT: as PixArt, to CLIP's and mT5's text joined; 20 CLIP and 16 mT5 tokens kept (77 and 256
+    # released), their masks all ones.
+    "hunyuan_dit": FamilySpec(
+        "HunyuanDiT",
+        dict(image_model="hydit", depth=4, hidden_size=64, num_heads=2, text_len=20, text_len_t5=16),
+        (4, 16, 16), 1024, 0, extra_conds=(("conditioning_mt5xl", (16, 2048)),),
+        extra_masks=(("attention_mask", (20,)), ("attention_mask_mt5xl", (16,))),
+    ),
+    # ERNIE-Image: one stream over the image, then the text, on FLUX.2's 128-channel latent.
+    "ernie": FamilySpec(
+        "ErnieImage",
+        dict(image_model="ernie", hidden_size=64, num_attention_heads=2, num_layers=2, ffn_hidden_size=128,
+             in_channels=128, out_channels=128, patch_size=1, text_in_dim=3072, rope_axes_dim=(8, 12, 12)),
+        (128, 8, 8), 3072, 0,
+    ),
     # A family the pack does not patch (video DiT with separate cross-attention), for the tests of
     # how unsupported models are handled.
     "wan21": FamilySpec(
@@ -312,6 +336,8 @@ def random_conditioning(family, batch=1, tokens=77, seed=0):
         extra["pooled_output"] = torch.zeros(batch, 1)
     for name, shape in spec.extra_conds:
         extra[name] = torch.randn((batch,) + shape, generator=generator)
+    for name, shape in spec.extra_masks:
+        extra[name] = torch.ones((batch,) + shape)
     return [[context, extra]]
 
 

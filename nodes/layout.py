@@ -47,7 +47,11 @@ class DitStructure:
     add them. ``text_limit``: the model attribute capping how many text tokens it keeps of the
     conditioning (PixelDiT's ``txt_max_length``). ``text_conds``: text the model joins to the
     conditioning's in every joint call, from other conditioning it is given: (name, token axis,
-    times) of each such input of the model call (HiDream's Llama features, twice per call)."""
+    times) of each such input of the model call (HiDream's Llama features, twice per call).
+    ``attention_function``: the model drops transformer_options before its blocks, and its attention
+    modules call this attention function of their own Python module without them (ComfyUI's
+    ``optimized_attention`` in PixArt, HunyuanDiT and ERNIE-Image); the paths of ``attention_sites``
+    are then those modules' forwards, and the pack hands the call its options there."""
 
     families: str
     marks: tuple
@@ -61,6 +65,7 @@ class DitStructure:
     blocks_untold: bool = False
     text_limit: str = ""
     text_conds: tuple = ()
+    attention_function: str = ""
 
 
 # Every DiT structure the pack patches. Reference images are counted in
@@ -102,6 +107,18 @@ DIT_STRUCTURES = (
                  (("double", "double_stream_blocks"), ("single", "single_stream_blocks")),
                  attention_sites=(("joint", "block.attn1.forward"),), image_first=True,
                  text_conds=(("encoder_hidden_states_llama3", 2, 2),)),
+    # These three drop transformer_options before their blocks. PixArt and HunyuanDiT attend twice
+    # per block, over the image, then from the image to the text (HunyuanDiT: CLIP's, then mT5's).
+    DitStructure("PixArt-Sigma, PixArt-Alpha", ("blocks", "t_block", "y_embedder"), (("block", "blocks"),),
+                 attention_sites=(("self", "attn.forward"), ("cross", "cross_attn.forward")),
+                 attention_function="optimized_attention"),
+    DitStructure("HunyuanDiT", ("blocks", "mlp_t5", "text_embedding_padding"), (("block", "blocks"),),
+                 attention_sites=(("self", "attn1.forward"), ("cross", "attn2.forward")),
+                 attention_function="optimized_attention"),
+    # One stream over the image, then the text.
+    DitStructure("ERNIE-Image", ("layers", "text_proj", "pos_embed", "final_linear"), (("single", "layers"),),
+                 attention_sites=(("joint", "self_attention.forward"),), image_first=True,
+                 attention_function="optimized_attention"),
 )
 
 
@@ -190,6 +207,9 @@ KNOWN_FAMILIES = {
     "JoyImage": "double 0-19",
     "PixelDiT": "double 0-13",
     "HiDream-I1 / E1": "double 0-15, single 0-31",
+    "PixArt-Sigma": "block 0-27",
+    "HunyuanDiT 1.2": "block 0-39",
+    "ERNIE-Image": "single 0-35",
 }
 
 

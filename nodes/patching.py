@@ -15,11 +15,16 @@ SD3's MMDiT does not tell attention calls which block they are in; a DiT block-r
 that, and the joint sequence length that tells its joint call from SD3.5's image-only one. DiTs
 that attend twice per block (Anima: image self-attention, then cross-attention to the text) tell
 neither call its kind or block type, and some tell no block at all (Ideogram 4): object patches of
-the selected modules' attention functions add both.
+the selected modules' attention functions add both. Some drop the transformer options before their
+blocks (PixArt, HunyuanDiT, ERNIE-Image): object patches of the selected attention modules' forwards
+hand their attention calls the model call's options, which the APPLY_MODEL wrapper keeps for them.
 """
+import contextvars
 import dataclasses
+import functools
 import logging
 import math
+import sys
 
 import comfy.ldm.modules.attention
 import comfy.model_patcher
@@ -37,6 +42,9 @@ OVERRIDES_KEY = "comfyui_gag_overrides"  # the pack's attention overrides on a m
 TEXT_CONDS_KEY = "comfyui_gag_text_conds"  # the model's DitStructure.text_conds, for the model-call wrapper
 WRAPPER_KEY = "comfyui_gag"
 logger = logging.getLogger("ComfyUI-GAG")
+# The transformer options of the model call running now, for the attention sites of models that do
+# not pass them down to their blocks (OptionlessAttentionSite).
+_MODEL_CALL_OPTIONS = contextvars.ContextVar("comfyui_gag_model_call_options", default=None)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -153,7 +161,11 @@ def _record_call_info(executor, x, t, c_concat=None, c_crossattn=None, control=N
     info = CallInfo(sigma=float(t.max()), text_tokens=text_tokens, latent_shape=tuple(x.shape[2:]))
     options = dict(transformer_options or {})
     options[CALL_INFO_KEY] = info
-    return executor(x, t, c_concat, c_crossattn, control, options, **kwargs)
+    token = _MODEL_CALL_OPTIONS.set(options)
+    try:
+        return executor(x, t, c_concat, c_crossattn, control, options, **kwargs)
+    finally:
+        _MODEL_CALL_OPTIONS.reset(token)
 
 
 def _attention_arguments(q, k, v, heads, mask=None, attn_precision=None, skip_reshape=False, skip_output_reshape=False,
@@ -332,6 +344,35 @@ class AttentionSite(SharedOnCopy):
         options = dict(transformer_options or {})
         options[SITE_KEY] = (self.kind, self.block)
         return self.function(*args, transformer_options=options, **kwargs)
+
+
+class OptionlessAttentionSite(SharedOnCopy):
+    """Object patch of the forward of one attention module whose model calls attention without
+    transformer_options (``DitStructure.attention_function``), so that no override would see the
+    call: for the duration of the forward, the attention function its Python module calls is
+    handed the model call's options, tagged with the call's kind and block."""
+
+    def __init__(self, forward, namespace, function_name, kind, block):
+        self.forward = forward
+        self.namespace = namespace  # the globals the module's forward reads the attention function from
+        self.function_name = function_name
+        self.kind = kind
+        self.block = block
+
+    # The global is swapped around the forward; a compiled model would otherwise bake one version in.
+    @torch.compiler.disable
+    def __call__(self, *args, **kwargs):
+        options = _MODEL_CALL_OPTIONS.get()
+        if options is None:  # called outside a sampled model call: nothing to tell
+            return self.forward(*args, **kwargs)
+        attention = self.namespace[self.function_name]
+        told = dict(options)
+        told[SITE_KEY] = (self.kind, self.block)
+        self.namespace[self.function_name] = functools.partial(attention, transformer_options=told)
+        try:
+            return self.forward(*args, **kwargs)
+        finally:
+            self.namespace[self.function_name] = attention
 
 
 class _ReplacedAttention:
@@ -521,6 +562,24 @@ def install(model, layout, patch, selection, window, unet_attention="attn2"):
             continue
         for group, number in sorted(selection):
             name = f"diffusion_model.{attributes[group]}.{number}.{path}"
-            if not isinstance(patched.get_model_object(name), AttentionSite):
-                patched.add_object_patch(name, AttentionSite(patched.get_model_object(name), kind, (group, number)))
+            if isinstance(patched.get_model_object(name), (AttentionSite, OptionlessAttentionSite)):
+                continue
+            site = _attention_site(patched, name, structure, kind, (group, number))
+            if site is not None:
+                patched.add_object_patch(name, site)
     return patched
+
+
+def _attention_site(model, name, structure, kind, block):
+    """The object patch that tells the call at ``name`` (see DitStructure.attention_sites) its kind and
+    block, or None after logging why the call runs unpatched."""
+    function = model.get_model_object(name)
+    if not structure.attention_function:
+        return AttentionSite(function, kind, block)
+    module = model.get_model_object(name.rsplit(".", 1)[0])
+    namespace = vars(sys.modules[type(module).__module__])
+    if structure.attention_function not in namespace:
+        logger.warning("[ComfyUI-GAG] %s's attention runs unpatched: its module has no '%s' to hand the call "
+                       "its options.", type(module).__name__, structure.attention_function)
+        return None
+    return OptionlessAttentionSite(function, namespace, structure.attention_function, kind, block)

@@ -28,6 +28,9 @@ EXPECTED_BLOCKS = {
     "ideogram4": "single 0-1",
     "pixeldit": "double 0-1",
     "hidream": "double 0-1, single 0-1",
+    "pixart_sigma": "block 0-1",
+    "hunyuan_dit": "block 0-3",
+    "ernie": "single 0-1",
     "auraflow": "double 0, single 0-1",
 }
 

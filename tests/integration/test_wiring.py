@@ -13,7 +13,9 @@ Before the patches are reached, the nodes' interfaces as a user's graph and a sa
 them: ids, menu, names, settings and their sliders (read from define_schema afresh, since the
 session's node_classes fixture runs it once).
 """
+import contextlib
 import dataclasses
+import importlib
 import inspect
 import json
 import pathlib
@@ -71,7 +73,7 @@ DEFAULTS = {
 # (node, input, value, the oracle's settings for it, families): each input of each node, away from its default.
 INPUT_CASES = [
     ("GAGAttentionGuidance", "scale", 3.0, dict(scale=3.0), ("sd15", "flux", "z_image", "krea2", "cosmos_predict2",
-                                                             "lens")),
+                                                             "lens", "pixart_sigma", "ernie")),
     ("GAGAttentionGuidanceAdvanced", "scale", 4.0, dict(scale=4.0), ("sd15", "flux", "kandinsky5")),
     ("GAGAttentionGuidanceAdvanced", "strength", 0.6, dict(strength=0.6), ("sd15", "flux")),
     ("GAGAttentionGuidanceAdvanced", "eta", 0.3, dict(eta=0.3), ("sd15", "flux")),
@@ -80,10 +82,11 @@ INPUT_CASES = [
     ("GAGAttentionGuidanceAdvanced", "guide_keys", "all keys", dict(all_keys=True), ("flux", "z_image", "krea2", "lens")),
     ("GAGAttentionGuidanceAdvanced", "cap", "absolute", dict(cap="absolute"), ("sd15", "flux")),
     ("PLADISAttentionGuidance", "scale", 1.7, dict(scale=1.7), ("sd15", "flux", "z_image", "krea2", "anima", "auraflow",
-                                                                "ideogram4")),
+                                                                "ideogram4", "hunyuan_dit")),
     ("PLADISAttentionGuidance", "alpha", 2.0, dict(alpha=2.0), ("sd15", "flux")),
     ("AttentionCirculationControl", "alpha", 1.3, dict(alpha=1.3), ("sd15", "flux", "kandinsky5")),
-    ("AttentionCirculationControl", "beta", 1.5, dict(beta=1.5), ("sd15", "flux", "z_image", "krea2", "cosmos_predict2")),
+    ("AttentionCirculationControl", "beta", 1.5, dict(beta=1.5), ("sd15", "flux", "z_image", "krea2", "cosmos_predict2",
+                                                                  "hunyuan_dit", "ernie")),
     ("AttentionCirculationControlAdvanced", "alpha", 1.3, dict(alpha=1.3), ("sd15",)),
     ("AttentionCirculationControlAdvanced", "beta", 1.5, dict(beta=1.5), ("sd15",)),
     ("AttentionCirculationControlAdvanced", "adaptive", "dev", dict(adaptive="dev"), ("sd15", "flux")),
@@ -333,6 +336,36 @@ class OverrideRecorder(SharedOnCopy):
         return output
 
 
+# Models whose attention modules call their module's attention function without transformer_options,
+# so that no override sees the calls of blocks the pack leaves alone: their calls are captured there.
+OPTIONLESS_ATTENTION = {"pixart_sigma": "comfy.ldm.pixart.blocks", "hunyuan_dit": "comfy.ldm.hydit.attn_layers",
+                        "ernie": "comfy.ldm.ernie.model"}
+
+
+@contextlib.contextmanager
+def attention_function_recorded(module_name, sites, calls):
+    """The module's ``optimized_attention`` replaced, while sampling, by one recording each call (its
+    arguments, its output through whatever options it is handed, and its output without them)."""
+    module = importlib.import_module(module_name)
+    original = module.optimized_attention
+
+    def record(*args, **kwargs):
+        output = original(*args, **kwargs)
+        plain = original(*args, **{key: value for key, value in kwargs.items() if key != "transformer_options"})
+        block, kind = sites[len(calls) % len(sites)]
+        options = kwargs.get("transformer_options") or {}  # only where the pack handed the call its options
+        sigma = float(options["sigmas"][0]) if "sigmas" in options else float("nan")
+        calls.append(dict(args=args, kwargs=kwargs, output=output, plain=plain, block=block, kind=kind, leading=0,
+                          sigma=sigma))
+        return output
+
+    module.optimized_attention = record
+    try:
+        yield
+    finally:
+        module.optimized_attention = original
+
+
 class PlainReplace(SharedOnCopy):
     """A UNet replace patch computing ComfyUI's own attention, installed below the pack's."""
 
@@ -380,10 +413,12 @@ def dit_calls(model):
     block makes a self-attention call over the image, then a cross-attention call from the image to
     the text (Kandinsky 5 after its text-encoder blocks' calls over the text alone)."""
     dit = model.model.diffusion_model
-    if hasattr(dit, "t_embedding_norm"):
+    if hasattr(dit, "t_embedding_norm") or hasattr(dit, "t_block") or hasattr(dit, "mlp_t5"):  # also PixArt, HunyuanDiT
         return [(("block", i), kind) for i in range(len(dit.blocks)) for kind in ("self", "cross")]
     if hasattr(dit, "selected_layer_index"):  # Lens: the image, then the text, in each block's joint call
         return [(("double", i), "image-first joint") for i in range(len(dit.transformer_blocks))]
+    if hasattr(dit, "text_proj"):  # ERNIE-Image: the image, then the text, in each layer's call
+        return [(("single", i), "image-first joint") for i in range(len(dit.layers))]
     if hasattr(dit, "double_stream_blocks"):  # HiDream: the image, then the text, in every call
         return [((group, i), "image-first joint") for group, blocks in
                 (("double", dit.double_stream_blocks), ("single", dit.single_stream_blocks)) for i in range(len(blocks))]
@@ -436,6 +471,12 @@ def captured(node_id, family, model, inputs, attn="attn2", **sampling):
         # every block has the former here.
         for key in below:
             patched.set_model_patch_replace(ReplaceRecorder(replaces[key], below[key], calls), attn, *key)
+    elif family in OPTIONLESS_ATTENTION:
+        patched = run_node(node_classes[node_id], model=base, **inputs)[0]
+        calls = []
+        with attention_function_recorded(OPTIONLESS_ATTENTION[family], dit_calls(base), calls):
+            sample(patched, family, cfg=1.0, cond_tokens=TEXT_TOKENS, **sampling)
+        return calls
     else:
         patched = run_node(node_classes[node_id], model=base, **inputs)[0].clone()
         options = patched.model_options["transformer_options"]
@@ -616,6 +657,9 @@ LAYER_CASES = [
     ("ideogram4", "single 1", {("single", 1)}),
     ("pixeldit", "double 1", {("double", 1)}),
     ("hidream", "double 1, single 0", {("double", 1), ("single", 0)}),
+    ("pixart_sigma", "block 1", {("block", 1)}),
+    ("hunyuan_dit", "block 0, 2", {("block", 0), ("block", 2)}),
+    ("ernie", "single 0", {("single", 0)}),
 ]
 
 
@@ -644,7 +688,7 @@ def test_start_and_end_percent_bound_the_steps_that_are_patched(node_classes, ti
 @pytest.mark.parametrize("family", ["sd15", "sdxl", "flux", "flux2", "chroma", "hunyuan_image", "sd3", "qwen_image",
                                     "z_image", "krea2",
                                     "cosmos_predict2", "anima", "kandinsky5", "lens", "auraflow", "joyimage", "ideogram4",
-                                    "pixeldit", "hidream"])
+                                    "pixeldit", "hidream", "pixart_sigma", "hunyuan_dit", "ernie"])
 @pytest.mark.parametrize("node_id", ["GAGAttentionGuidance", "AttentionCirculationControl"])
 def test_default_blocks_per_family(node_classes, tiny_model, node_id, family):
     """Empty `layers`: guidance patches every cross-attention block of a UNet but the middle one and
@@ -796,3 +840,26 @@ def test_a_call_changed_below_the_pack_into_one_it_does_not_patch_gets_plain_att
     other.model_options.setdefault("transformer_options", {})["optimized_attention_override"] = strip_options
     patched = run_node(node_classes["AttentionCirculationControl"], model=other, alpha=1.3)[0]
     assert torch.equal(sample(patched, "flux", steps=1), sample(other, "flux", steps=1))
+
+
+def test_an_optionless_model_s_attention_function_is_its_own_again_after_each_call(node_classes, tiny_model):
+    """PixArt's attention modules get the model call's options through their module's attention
+    function only while a selected module's forward runs, also when that forward fails: afterwards
+    the function is ComfyUI's own again, and the unpatched model samples exactly as before."""
+    blocks = importlib.import_module(OPTIONLESS_ATTENTION["pixart_sigma"])
+    original = blocks.optimized_attention
+    model = tiny_model("pixart_sigma")
+    before = sample(model, "pixart_sigma", steps=1)
+    patched = run_node(node_classes["GAGAttentionGuidance"], model=model)[0]
+    assert not torch.equal(sample(patched, "pixart_sigma", steps=1), before)
+    assert blocks.optimized_attention is original
+
+    def fail(*args, **kwargs):
+        raise RuntimeError("out of memory")
+
+    failing = patched.clone()
+    failing.add_object_patch("diffusion_model.blocks.1.cross_attn.proj.forward", fail)  # after its attention
+    with pytest.raises(RuntimeError, match="out of memory"):
+        sample(failing, "pixart_sigma", steps=1)
+    assert blocks.optimized_attention is original
+    assert torch.equal(sample(model, "pixart_sigma", steps=1), before)
