@@ -14,10 +14,10 @@ FAMILIES = ("sd15", "sdxl", "sd3", "flux", "flux2", "qwen_image")
 # attention calls what the pack needs, or that has the model at all.
 NEWER_FAMILIES = {"z_image": (0, 33, 0), "krea2": (0, 33, 0), "anima": (0, 33, 0), "kandinsky5": (0, 33, 0),
                   "lens": (0, 33, 0), "joyimage": (0, 33, 0), "ideogram4": (0, 33, 0),
-                  "pixeldit": (0, 33, 0), "ernie": (0, 33, 0)}
+                  "pixeldit": (0, 33, 0), "ernie": (0, 33, 0), "boogu": (0, 33, 0)}
 # Every family the integration tests run (the fixture skips those a tree cannot patch).
 ALL_FAMILIES = FAMILIES + ("chroma", "hunyuan_image", "cosmos_predict2", "auraflow", "hidream", "pixart_sigma",
-                              "hunyuan_dit") + tuple(NEWER_FAMILIES)
+                              "hunyuan_dit", "omnigen2") + tuple(NEWER_FAMILIES)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -28,7 +28,7 @@ class FamilySpec:
     context_dim: int
     pooled_dim: int  # 0: the family takes no pooled vector
     extra_conds: tuple = ()  # (name, shape without the batch): more random conditioning the model requires
-    extra_masks: tuple = ()  # (name, shape without the batch): all-ones masks the model requires
+    extra_masks: tuple = ()  # (name, shape without the batch; None: the text's length): all-ones masks it requires
 
 
 # The DiT of Cosmos-Predict2 and Anima (its settings as ComfyUI's detection gives the 2B one), tiny.
@@ -39,6 +39,10 @@ _COSMOS_DIT = dict(
     use_adaln_lora=True, adaln_lora_dim=16, rope_h_extrapolation_ratio=4.0, rope_w_extrapolation_ratio=4.0,
     rope_t_extrapolation_ratio=1.0, extra_per_block_abs_pos_emb=False,
 )
+
+# OmniGen2's settings, shared by Boogu, tiny (grouped-query attention: 2 query heads, 1 key head).
+_OMNIGEN = dict(patch_size=2, in_channels=16, hidden_size=64, num_refiner_layers=1, num_attention_heads=2,
+                num_kv_heads=1, multiple_of=16, axes_dim_rope=[8, 12, 12], timestep_scale=1000.0)
 
 SPECS = {
     "sd15": FamilySpec(
@@ -245,6 +249,18 @@ SPECS = {
              in_channels=128, out_channels=128, patch_size=1, text_in_dim=3072, rope_axes_dim=(8, 12, 12)),
         (128, 8, 8), 3072, 0,
     ),
+    # OmniGen2: the text, any reference images, then the image, in its layers after refiners; it counts
+    # the text from an integer attention mask.
+    "omnigen2": FamilySpec(
+        "Omnigen2", dict(_OMNIGEN, image_model="omnigen2", num_layers=2, norm_eps=1e-5, axes_lens=[1024, 1664, 1664],
+                         text_feat_dim=2048),
+        (16, 16, 16), 2048, 0, extra_masks=(("attention_mask", (None,)),),
+    ),
+    # Boogu: OmniGen2's single layers after double layers with the same joint call.
+    "boogu": FamilySpec(
+        "Boogu", dict(_OMNIGEN, image_model="boogu", num_layers=2, num_double_stream_layers=2, instruction_feat_dim=4096),
+        (16, 16, 16), 4096, 0, extra_masks=(("attention_mask", (None,)),),
+    ),
     # A family the pack does not patch (video DiT with separate cross-attention), for the tests of
     # how unsupported models are handled.
     "wan21": FamilySpec(
@@ -337,7 +353,7 @@ def random_conditioning(family, batch=1, tokens=77, seed=0):
     for name, shape in spec.extra_conds:
         extra[name] = torch.randn((batch,) + shape, generator=generator)
     for name, shape in spec.extra_masks:
-        extra[name] = torch.ones((batch,) + shape)
+        extra[name] = torch.ones((batch,) + tuple(tokens if size is None else size for size in shape), dtype=torch.long)
     return [[context, extra]]
 
 

@@ -23,6 +23,11 @@ TEXT_FROM_BLOCK_ARGUMENTS = "block arguments"
 TEXT_FROM_EMBEDDING = "embedding"  # the model's own token embedding step returns the padded text length (Z-Image)
 TEXT_FROM_IMG_SLICE = "img_slice"  # the model says it in transformer_options["img_slice"] (Krea 2; FLUX single blocks on 0.33)
 
+# The order of a joint call's tokens; reference images are those an edit model joins to the generated one.
+TEXT_IMAGE_REFERENCES = "text, image, references"  # FLUX, Qwen-Image and most others
+IMAGE_REFERENCES_TEXT = "image, references, text"  # Lens, JoyImage, HiDream, ERNIE-Image
+TEXT_REFERENCES_IMAGE = "text, references, image"  # OmniGen2, Boogu
+
 
 @dataclasses.dataclass(frozen=True)
 class DitStructure:
@@ -59,7 +64,7 @@ class DitStructure:
     text_span: str = TEXT_FROM_CONDITIONING
     text_method: str = ""
     attention_sites: tuple = ()
-    image_first: bool = False
+    token_order: str = TEXT_IMAGE_REFERENCES
     leading_tokens: str = ""
     patch_size: str = ""
     blocks_untold: bool = False
@@ -76,10 +81,10 @@ DIT_STRUCTURES = (
                  (("double", "double_blocks"), ("single", "single_blocks")), TEXT_FROM_BLOCK_ARGUMENTS),
     DitStructure("Qwen-Image", ("transformer_blocks", "txt_in", "pe_embedder"), (("double", "transformer_blocks"),)),
     DitStructure("Lens", ("transformer_blocks", "selected_layer_index"), (("double", "transformer_blocks"),),
-                 image_first=True),
+                 token_order=IMAGE_REFERENCES_TEXT),
     # Double blocks only (FLUX's structure has single ones too): the image, its references, then the text.
     DitStructure("JoyImage", ("double_blocks", "condition_embedder", "img_in"), (("double", "double_blocks"),),
-                 image_first=True, patch_size="patch_size"),
+                 token_order=IMAGE_REFERENCES_TEXT, patch_size="patch_size"),
     DitStructure("SD3", ("joint_blocks",), (("double", "joint_blocks"),), TEXT_FROM_BLOCK_ARGUMENTS, blocks_untold=True),
     DitStructure("AuraFlow", ("double_layers", "single_layers", "register_tokens"),
                  (("double", "double_layers"), ("single", "single_layers")), leading_tokens="register_tokens",
@@ -105,7 +110,7 @@ DIT_STRUCTURES = (
     # (E1) joins its input image to the generated one along the width: both are guided as the image.
     DitStructure("HiDream", ("double_stream_blocks", "single_stream_blocks", "llama_layers"),
                  (("double", "double_stream_blocks"), ("single", "single_stream_blocks")),
-                 attention_sites=(("joint", "block.attn1.forward"),), image_first=True,
+                 attention_sites=(("joint", "block.attn1.forward"),), token_order=IMAGE_REFERENCES_TEXT,
                  text_conds=(("encoder_hidden_states_llama3", 2, 2),)),
     # These three drop transformer_options before their blocks. PixArt and HunyuanDiT attend twice
     # per block, over the image, then from the image to the text (HunyuanDiT: CLIP's, then mT5's).
@@ -117,8 +122,19 @@ DIT_STRUCTURES = (
                  attention_function="optimized_attention"),
     # One stream over the image, then the text.
     DitStructure("ERNIE-Image", ("layers", "text_proj", "pos_embed", "final_linear"), (("single", "layers"),),
-                 attention_sites=(("joint", "self_attention.forward"),), image_first=True,
+                 attention_sites=(("joint", "self_attention.forward"),), token_order=IMAGE_REFERENCES_TEXT,
                  attention_function="optimized_attention"),
+    # The text, any reference images, then the generated image, in layers after refiners over the
+    # text alone and the images alone (left alone); no call tells its block.
+    DitStructure("OmniGen2", ("layers", "context_refiner", "noise_refiner", "ref_image_refiner", "time_caption_embed"),
+                 (("single", "layers"),), attention_sites=(("joint", "attn.forward"),),
+                 token_order=TEXT_REFERENCES_IMAGE, patch_size="patch_size"),
+    # OmniGen2's single layers after double layers whose joint call holds the same tokens; each double
+    # layer's image-only self-attention is left alone.
+    DitStructure("Boogu", ("double_stream_layers", "single_stream_layers", "context_refiner", "time_caption_embed"),
+                 (("double", "double_stream_layers"), ("single", "single_stream_layers")),
+                 attention_sites=(("joint", "img_instruct_attn.forward", "double"), ("joint", "attn.forward", "single")),
+                 token_order=TEXT_REFERENCES_IMAGE, patch_size="patch_size"),
 )
 
 
@@ -210,6 +226,8 @@ KNOWN_FAMILIES = {
     "PixArt-Sigma": "block 0-27",
     "HunyuanDiT 1.2": "block 0-39",
     "ERNIE-Image": "single 0-35",
+    "OmniGen2": "single 0-31",
+    "Boogu": "double 0-7, single 0-31",
 }
 
 

@@ -32,7 +32,8 @@ import comfy.patcher_extension
 import torch
 
 from ..gag_core.attention import attention_and_logsumexp
-from .layout import DIT_STRUCTURES, TEXT_FROM_BLOCK_ARGUMENTS, TEXT_FROM_EMBEDDING, UNET, detect_layout
+from .layout import (DIT_STRUCTURES, IMAGE_REFERENCES_TEXT, TEXT_FROM_BLOCK_ARGUMENTS, TEXT_FROM_EMBEDDING,
+                     TEXT_IMAGE_REFERENCES, TEXT_REFERENCES_IMAGE, UNET, detect_layout)
 
 CALL_INFO_KEY = "comfyui_gag_call"
 PROBE_KEY = "comfyui_gag_probe"  # the geometry probe's recorder, when one is connected
@@ -58,13 +59,13 @@ class CallInfo:
 
 @dataclasses.dataclass(frozen=True)
 class TokenOrder:
-    """Where a DiT's joint calls put their tokens, beyond what each call tells: the text after the
-    image (``image_first``), ``leading`` tokens before the text (AuraFlow's registers), the
-    ``patch`` size by which the generated image's tokens are counted from its latent, where the model
-    counts no reference images that sit between them and the text (JoyImage), and the
-    ``text_limit`` to which the model cuts its conditioning (PixelDiT)."""
+    """Where a DiT's joint calls put their tokens, beyond what each call tells: their ``sequence``
+    (a token order of nodes/layout.py), ``leading`` tokens before the text (AuraFlow's registers),
+    the ``patch`` size by which the generated image's tokens are counted from its latent, where the
+    model counts no reference images next to them (JoyImage, OmniGen2), and the ``text_limit`` to
+    which the model cuts its conditioning (PixelDiT)."""
 
-    image_first: bool = False
+    sequence: str = TEXT_IMAGE_REFERENCES
     leading: int = 0
     patch: tuple = ()
     text_limit: int = 0  # the most text tokens the model keeps of its conditioning (0: all)
@@ -75,6 +76,16 @@ class TokenOrder:
             return length - self.leading - text_tokens - reference_tokens
         sizes = info.latent_shape[len(info.latent_shape) - len(self.patch):]
         return math.prod(-(-size // step) for size, step in zip(sizes, self.patch))
+
+    def slices(self, length, text_tokens, image_tokens):
+        """(text, image): the slices of a joint call of ``length`` tokens holding the text and the
+        generated image."""
+        if self.sequence == IMAGE_REFERENCES_TEXT:
+            return slice(length - text_tokens, length), slice(0, image_tokens)
+        text = slice(self.leading, self.leading + text_tokens)
+        if self.sequence == TEXT_REFERENCES_IMAGE:
+            return text, slice(length - image_tokens, length)
+        return text, slice(text.stop, text.stop + image_tokens)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -321,12 +332,7 @@ class DitAttentionOverride(SharedOnCopy):
         fits = leading + text_tokens + image_tokens <= q.shape[2]
         if text_tokens <= 0 or image_tokens <= 0 or not fits or k.shape[2] != q.shape[2]:
             return None
-        # Reference images follow the generated one: at the end, or before the text where it comes last.
-        if self.order.image_first:
-            text, image = slice(q.shape[2] - text_tokens, q.shape[2]), slice(0, image_tokens)
-        else:
-            text = slice(leading, leading + text_tokens)
-            image = slice(text.stop, text.stop + image_tokens)
+        text, image = self.order.slices(q.shape[2], text_tokens, image_tokens)
         return AttentionCall(q, k, v, mask, "joint", block, info.sigma, a["skip_output_reshape"], options, text, image)
 
 
@@ -498,8 +504,9 @@ def _token_order(model, structure):
     def attribute(name):
         return model.get_model_object(f"diffusion_model.{name}")
 
-    return TokenOrder(structure.image_first, attribute(structure.leading_tokens).shape[1] if structure.leading_tokens else 0,
-                      tuple(attribute(structure.patch_size)) if structure.patch_size else (),
+    patch = attribute(structure.patch_size) if structure.patch_size else ()
+    return TokenOrder(structure.token_order, attribute(structure.leading_tokens).shape[1] if structure.leading_tokens else 0,
+                      (patch, patch) if isinstance(patch, int) else tuple(patch),  # an int: square patches of an image
                       int(attribute(structure.text_limit)) if structure.text_limit else 0)
 
 
@@ -535,7 +542,7 @@ def install(model, layout, patch, selection, window, unet_attention="attn2"):
                 patched.set_model_patch_replace(replace, unet_attention, *key)
         return patched
     # A DiT that attends separately may still set a block type (Kandinsky 5): only tagged calls are its.
-    separate = any(site_kind != "joint" for site_kind, _ in layout.structure.attention_sites)
+    separate = any(site_kind != "joint" for site_kind, *_ in layout.structure.attention_sites)
     kind = kind if separate else "joint"
     override = DitAttentionOverride(patch, selection, window, options.get("optimized_attention_override"), kind,
                                     _token_order(patched, layout.structure))
@@ -557,10 +564,12 @@ def install(model, layout, patch, selection, window, unet_attention="attn2"):
         if not isinstance(patched.get_model_object(name), TextSpanFromEmbedding):
             patched.add_object_patch(name, TextSpanFromEmbedding(patched.get_model_object(name)))
     attributes = dict(structure.groups)
-    for site_kind, path in structure.attention_sites:
+    for site_kind, path, *only_group in structure.attention_sites:
         if site_kind != kind:
             continue
         for group, number in sorted(selection):
+            if only_group and group != only_group[0]:
+                continue
             name = f"diffusion_model.{attributes[group]}.{number}.{path}"
             if isinstance(patched.get_model_object(name), (AttentionSite, OptionlessAttentionSite)):
                 continue

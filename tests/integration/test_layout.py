@@ -31,6 +31,8 @@ EXPECTED_BLOCKS = {
     "pixart_sigma": "block 0-1",
     "hunyuan_dit": "block 0-3",
     "ernie": "single 0-1",
+    "omnigen2": "single 0-1",
+    "boogu": "double 0-1, single 0-1",
     "auraflow": "double 0, single 0-1",
 }
 

@@ -79,10 +79,11 @@ INPUT_CASES = [
     ("GAGAttentionGuidanceAdvanced", "eta", 0.3, dict(eta=0.3), ("sd15", "flux")),
     ("GAGAttentionGuidanceAdvanced", "zeta", 0.5, dict(zeta=0.5), ("sd15", "flux")),
     ("GAGAttentionGuidanceAdvanced", "alpha", 2.0, dict(alpha=2.0), ("sd15", "flux")),
-    ("GAGAttentionGuidanceAdvanced", "guide_keys", "all keys", dict(all_keys=True), ("flux", "z_image", "krea2", "lens")),
+    ("GAGAttentionGuidanceAdvanced", "guide_keys", "all keys", dict(all_keys=True), ("flux", "z_image", "krea2", "lens",
+                                                                                     "omnigen2")),
     ("GAGAttentionGuidanceAdvanced", "cap", "absolute", dict(cap="absolute"), ("sd15", "flux")),
     ("PLADISAttentionGuidance", "scale", 1.7, dict(scale=1.7), ("sd15", "flux", "z_image", "krea2", "anima", "auraflow",
-                                                                "ideogram4", "hunyuan_dit")),
+                                                                "ideogram4", "hunyuan_dit", "boogu")),
     ("PLADISAttentionGuidance", "alpha", 2.0, dict(alpha=2.0), ("sd15", "flux")),
     ("AttentionCirculationControl", "alpha", 1.3, dict(alpha=1.3), ("sd15", "flux", "kandinsky5")),
     ("AttentionCirculationControl", "beta", 1.5, dict(beta=1.5), ("sd15", "flux", "z_image", "krea2", "cosmos_predict2",
@@ -435,6 +436,13 @@ def _joint_blocks(dit):
         fusion = dit.txtfusion
         return ([("text fusion", i) for i in range(len(fusion.layerwise_blocks) + len(fusion.refiner_blocks))]
                 + [("single", i) for i in range(len(dit.blocks))])
+    if hasattr(dit, "time_caption_embed"):  # OmniGen2 and Boogu: refiners as Z-Image's, then (double and) single layers
+        refiners = ([("context refiner", i) for i in range(len(dit.context_refiner))]
+                    + [("noise refiner", i) for i in range(len(dit.noise_refiner))])
+        if hasattr(dit, "double_stream_layers"):  # each double layer: a joint call, then one over the image alone
+            refiners += [("double", i) for i in range(len(dit.double_stream_layers)) for _ in range(2)]
+            return refiners + [("single", i) for i in range(len(dit.single_stream_layers))]
+        return refiners + [("single", i) for i in range(len(dit.layers))]
     if hasattr(dit, "context_refiner"):  # Z-Image: text-only and image-only refiners attend before the main layers
         return ([("context refiner", i) for i in range(len(dit.context_refiner))]
                 + [("noise refiner", i) for i in range(len(dit.noise_refiner))] + [("double", i) for i in range(len(dit.layers))])
@@ -660,6 +668,8 @@ LAYER_CASES = [
     ("pixart_sigma", "block 1", {("block", 1)}),
     ("hunyuan_dit", "block 0, 2", {("block", 0), ("block", 2)}),
     ("ernie", "single 0", {("single", 0)}),
+    ("omnigen2", "single 1", {("single", 1)}),
+    ("boogu", "double 1, single 0", {("double", 1), ("single", 0)}),
 ]
 
 
@@ -688,7 +698,8 @@ def test_start_and_end_percent_bound_the_steps_that_are_patched(node_classes, ti
 @pytest.mark.parametrize("family", ["sd15", "sdxl", "flux", "flux2", "chroma", "hunyuan_image", "sd3", "qwen_image",
                                     "z_image", "krea2",
                                     "cosmos_predict2", "anima", "kandinsky5", "lens", "auraflow", "joyimage", "ideogram4",
-                                    "pixeldit", "hidream", "pixart_sigma", "hunyuan_dit", "ernie"])
+                                    "pixeldit", "hidream", "pixart_sigma", "hunyuan_dit", "ernie",
+                                    "omnigen2", "boogu"])
 @pytest.mark.parametrize("node_id", ["GAGAttentionGuidance", "AttentionCirculationControl"])
 def test_default_blocks_per_family(node_classes, tiny_model, node_id, family):
     """Empty `layers`: guidance patches every cross-attention block of a UNet but the middle one and
@@ -787,6 +798,30 @@ def test_reference_rows_between_the_image_and_the_text_stay_untouched(node_class
         expected = plain[:, :IMAGE_TOKENS].double() + delta.transpose(1, 2).reshape(plain[:, :IMAGE_TOKENS].shape)
         tolerance = assert_matches(output[:, :IMAGE_TOKENS], expected, f"call {index} {call['block']}")
         assert (expected - plain[:, :IMAGE_TOKENS].double()).abs().max() > 100 * tolerance
+
+
+@pytest.mark.parametrize("family", ["omnigen2", "boogu"])
+def test_reference_rows_between_the_text_and_the_image_stay_untouched(node_classes, tiny_model, family):
+    """OmniGen2 and Boogu put their reference images between the text and the generated image, and do
+    not count them: the pack counts the generated image's tokens from the latent, so the text and
+    reference rows stay plain and the image rows at the end get guidance over the text keys."""
+    reference = torch.randn(1, 16, 16, 16, generator=torch.Generator().manual_seed(12))
+    calls = captured("GAGAttentionGuidanceAdvanced", family, (node_classes, tiny_model(family)), {}, steps=1,
+                     extra_conditioning={"reference_latents": [reference]})
+    expect = DEFAULTS["GAGAttentionGuidanceAdvanced"]
+    length = TEXT_TOKENS + 2 * IMAGE_TOKENS
+    joint = [call for call in calls if heads_first(call)[0][0].shape[2] == length]
+    assert joint, "no joint call holds the text, the reference and the image"
+    for index, call in enumerate(joint):
+        (q, k, v), _ = heads_first(call)
+        output, plain = call["output"], call["plain"]  # (B, L, H*D)
+        image = slice(length - IMAGE_TOKENS, length)
+        assert torch.equal(output[:, :image.start], plain[:, :image.start]), f"call {index}: text or reference rows changed"
+        dense, sparse, mass = oracle.dense_sparse(q[:, :, image], k, v, expect.alpha, None, None, slice(0, TEXT_TOKENS))
+        delta = mass * (expect.rule()(dense, sparse) - dense)
+        expected = plain[:, image].double() + delta.transpose(1, 2).reshape(plain[:, image].shape)
+        tolerance = assert_matches(output[:, image], expected, f"call {index}")
+        assert (expected - plain[:, image].double()).abs().max() > 100 * tolerance
 
 
 GLYPH_TOKENS = 10
