@@ -41,11 +41,12 @@ def joint_guidance_delta(q, k, v, rule, text, image, alpha=1.5, mask=None, all_k
     """Guidance for the generated image's queries of a joint attention over text, image and maybe
     other tokens, wherever each sits in the sequence: the pack's own reading of GAG for joint attention.
 
-    q, k, v: (B, H, L, D); mask broadcastable to (B, H, L, L). text: slice of the text tokens (the
-    keys guided by); image: slice of the generated image's tokens (the queries guided). Their text-key
+    q: (B, H, Lq, D); k, v: (B, H, Lk, D); mask broadcastable to (B, H, Lq, Lk). text: slice of the
+    keys that are text (guided by); image: slice of the query rows that are the generated image
+    (guided); Lq < Lk where a model's call holds only the queries after a text prefix. Their text-key
     share is replaced (all_keys=False, the default) or their whole row (all_keys=True); every other
-    query is left alone. row_logsumexp: optional (B, H, L, 1) float32, see ``guidance_delta``.
-    plain: optional (B, H, L, D), the call's plain attention output, which is the dense output of a
+    query is left alone. row_logsumexp: optional (B, H, Lq, 1) float32, see ``guidance_delta``.
+    plain: optional (B, H, Lq, D), the call's plain attention output, which is the dense output of a
     whole row (used with all_keys). fused: see ``guidance_delta``.
     Returns the delta for the image queries, (B, H, len(image), D) in q's dtype.
     """

@@ -14,7 +14,8 @@ FAMILIES = ("sd15", "sdxl", "sd3", "flux", "flux2", "qwen_image")
 # attention calls what the pack needs, or that has the model at all.
 NEWER_FAMILIES = {"z_image": (0, 33, 0), "krea2": (0, 33, 0), "anima": (0, 33, 0), "kandinsky5": (0, 33, 0),
                   "lens": (0, 33, 0), "joyimage": (0, 33, 0), "ideogram4": (0, 33, 0),
-                  "pixeldit": (0, 33, 0), "ernie": (0, 33, 0), "boogu": (0, 33, 0)}
+                  "pixeldit": (0, 33, 0), "ernie": (0, 33, 0), "boogu": (0, 33, 0),
+                  "hidream_o1": (0, 33, 0)}
 # Every family the integration tests run (the fixture skips those a tree cannot patch).
 ALL_FAMILIES = FAMILIES + ("chroma", "hunyuan_image", "cosmos_predict2", "auraflow", "hidream", "pixart_sigma",
                               "hunyuan_dit", "omnigen2") + tuple(NEWER_FAMILIES)
@@ -29,6 +30,7 @@ class FamilySpec:
     pooled_dim: int  # 0: the family takes no pooled vector
     extra_conds: tuple = ()  # (name, shape without the batch): more random conditioning the model requires
     extra_masks: tuple = ()  # (name, shape without the batch; None: the text's length): all-ones masks it requires
+    token_ids: bool = False  # its text conditioning is the prompt's token ids (HiDream-O1), not embeddings
 
 
 # The DiT of Cosmos-Predict2 and Anima (its settings as ComfyUI's detection gives the 2B one), tiny.
@@ -261,6 +263,18 @@ SPECS = {
         "Boogu", dict(_OMNIGEN, image_model="boogu", num_layers=2, num_double_stream_layers=2, instruction_feat_dim=4096),
         (16, 16, 16), 4096, 0, extra_masks=(("attention_mask", (None,)),),
     ),
+    # HiDream-O1: a language model over the prompt's token ids, a timestep token and the image's 32-pixel
+    # patches (256 pixels square: 64 tokens). The vocabulary keeps its size: the model looks for its
+    # special tokens' ids.
+    "hidream_o1": FamilySpec(
+        "HiDreamO1",
+        dict(image_model="hidream_o1",
+             text_config_overrides=dict(hidden_size=64, intermediate_size=128, num_hidden_layers=2, num_attention_heads=2,
+                                        num_key_value_heads=1, head_dim=32, rope_dims=[6, 5, 5]),
+             vision_config_overrides=dict(hidden_size=32, num_heads=2, intermediate_size=32, depth=1,
+                                          num_position_embeddings=64)),
+        (3, 256, 256), 1, 0, token_ids=True,
+    ),
     # A family the pack does not patch (video DiT with separate cross-attention), for the tests of
     # how unsupported models are handled.
     "wan21": FamilySpec(
@@ -341,9 +355,12 @@ def build_model(family, dtype=torch.float32, seed=0):
 
 
 def random_conditioning(family, batch=1, tokens=77, seed=0):
-    """ComfyUI CONDITIONING with random text embeddings of the family's real width."""
+    """ComfyUI CONDITIONING with random text embeddings of the family's real width (or random token
+    ids, for a family that takes those)."""
     spec = SPECS[family]
     generator = torch.Generator().manual_seed(seed)
+    if spec.token_ids:
+        return _hidream_o1_conditioning(tokens, generator)
     context = torch.randn(batch, tokens, spec.context_dim, generator=generator)
     extra = {}
     if spec.pooled_dim:
@@ -355,6 +372,19 @@ def random_conditioning(family, batch=1, tokens=77, seed=0):
     for name, shape in spec.extra_masks:
         extra[name] = torch.ones((batch,) + tuple(tokens if size is None else size for size in shape), dtype=torch.long)
     return [[context, extra]]
+
+
+def _hidream_o1_conditioning(tokens, generator):
+    """What HiDream-O1's text encoder node gives for a prompt of ``tokens`` random token ids, in its
+    tokenizer's chat template (user turn, then the assistant's begin-of-image and timestep tokens)."""
+    from comfy.text_encoders import hidream_o1
+
+    prompt = torch.randint(0, hidream_o1.IM_START_ID - 1000, (tokens,), generator=generator).tolist()
+    ids = ([hidream_o1.IM_START_ID, hidream_o1.USER_ID, hidream_o1.NEWLINE_ID] + prompt
+           + [hidream_o1.IM_END_ID, hidream_o1.NEWLINE_ID, hidream_o1.IM_START_ID, hidream_o1.ASSISTANT_ID,
+              hidream_o1.NEWLINE_ID, hidream_o1.BOI_TOKEN_ID, hidream_o1.TMS_TOKEN_ID])
+    context, _, extra = hidream_o1.HiDreamO1TE().encode_token_weights({"hidream_o1": [[(i, 1.0) for i in ids]]})
+    return [[context, dict(extra)]]
 
 
 def empty_latent(family, batch=1):

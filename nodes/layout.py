@@ -22,6 +22,9 @@ TEXT_FROM_CONDITIONING = "conditioning"  # the text conditioning's length (FLUX,
 TEXT_FROM_BLOCK_ARGUMENTS = "block arguments"
 TEXT_FROM_EMBEDDING = "embedding"  # the model's own token embedding step returns the padded text length (Z-Image)
 TEXT_FROM_IMG_SLICE = "img_slice"  # the model says it in transformer_options["img_slice"] (Krea 2; FLUX single blocks on 0.33)
+# The model attends over its text apart, causally, and hands the attention function only the queries
+# after it, with every key (HiDream-O1's two-pass attention): the text is the keys before the first query.
+TEXT_FROM_CAUSAL_PREFIX = "causal prefix"
 
 # The order of a joint call's tokens; reference images are those an edit model joins to the generated one.
 TEXT_IMAGE_REFERENCES = "text, image, references"  # FLUX, Qwen-Image and most others
@@ -65,6 +68,7 @@ class DitStructure:
     text_method: str = ""
     attention_sites: tuple = ()
     token_order: str = TEXT_IMAGE_REFERENCES
+    image_offset: int = 0
     leading_tokens: str = ""
     patch_size: str = ""
     blocks_untold: bool = False
@@ -135,6 +139,11 @@ DIT_STRUCTURES = (
                  (("double", "double_stream_layers"), ("single", "single_stream_layers")),
                  attention_sites=(("joint", "img_instruct_attn.forward", "double"), ("joint", "attn.forward", "single")),
                  token_order=TEXT_REFERENCES_IMAGE, patch_size="patch_size"),
+    # A language model over the prompt, a timestep token, the image's pixel patches and any reference
+    # patches; its prompt (with any reference images' vision tokens) attends causally on its own.
+    DitStructure("HiDream-O1", ("language_model", "visual", "x_embedder", "final_layer2"),
+                 (("double", "language_model.layers"),), TEXT_FROM_CAUSAL_PREFIX, patch_size="patch_size",
+                 image_offset=1),
 )
 
 
@@ -183,10 +192,17 @@ def detect_layout(diffusion_model):
         return ModelLayout(UNET, blocks) if blocks else None
     for structure in DIT_STRUCTURES:
         if all(hasattr(diffusion_model, mark) for mark in structure.marks):
-            blocks = {group: list(range(len(getattr(diffusion_model, attribute, None) or [])))
+            blocks = {group: list(range(len(_attribute(diffusion_model, attribute) or [])))
                       for group, attribute in structure.groups}
             return ModelLayout(DIT, {group: numbers for group, numbers in blocks.items() if numbers}, structure)
     return None
+
+
+def _attribute(module, path):
+    """The attribute at a dotted ``path`` under ``module``, or None."""
+    for name in path.split("."):
+        module = getattr(module, name, None)
+    return module
 
 
 def unet_transformer_blocks(diffusion_model, group, number):
@@ -228,6 +244,7 @@ KNOWN_FAMILIES = {
     "ERNIE-Image": "single 0-35",
     "OmniGen2": "single 0-31",
     "Boogu": "double 0-7, single 0-31",
+    "HiDream-O1": "double 0-35",
 }
 
 

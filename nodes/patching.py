@@ -32,8 +32,8 @@ import comfy.patcher_extension
 import torch
 
 from ..gag_core.attention import attention_and_logsumexp
-from .layout import (DIT_STRUCTURES, IMAGE_REFERENCES_TEXT, TEXT_FROM_BLOCK_ARGUMENTS, TEXT_FROM_EMBEDDING,
-                     TEXT_IMAGE_REFERENCES, TEXT_REFERENCES_IMAGE, UNET, detect_layout)
+from .layout import (DIT_STRUCTURES, IMAGE_REFERENCES_TEXT, TEXT_FROM_BLOCK_ARGUMENTS, TEXT_FROM_CAUSAL_PREFIX,
+                     TEXT_FROM_EMBEDDING, TEXT_IMAGE_REFERENCES, TEXT_REFERENCES_IMAGE, UNET, detect_layout)
 
 CALL_INFO_KEY = "comfyui_gag_call"
 PROBE_KEY = "comfyui_gag_probe"  # the geometry probe's recorder, when one is connected
@@ -62,13 +62,17 @@ class TokenOrder:
     """Where a DiT's joint calls put their tokens, beyond what each call tells: their ``sequence``
     (a token order of nodes/layout.py), ``leading`` tokens before the text (AuraFlow's registers),
     the ``patch`` size by which the generated image's tokens are counted from its latent, where the
-    model counts no reference images next to them (JoyImage, OmniGen2), and the ``text_limit`` to
-    which the model cuts its conditioning (PixelDiT)."""
+    model counts no reference images next to them (JoyImage, OmniGen2), the ``text_limit`` to
+    which the model cuts its conditioning (PixelDiT), ``image_offset`` tokens between the text and
+    the image, and whether the text is a ``causal_prefix`` whose queries the calls do not hold
+    (HiDream-O1)."""
 
     sequence: str = TEXT_IMAGE_REFERENCES
     leading: int = 0
     patch: tuple = ()
     text_limit: int = 0  # the most text tokens the model keeps of its conditioning (0: all)
+    image_offset: int = 0
+    causal_prefix: bool = False
 
     def image_tokens(self, info, length, text_tokens, reference_tokens):
         """How many tokens of a joint call of ``length`` are the generated image."""
@@ -85,18 +89,20 @@ class TokenOrder:
         text = slice(self.leading, self.leading + text_tokens)
         if self.sequence == TEXT_REFERENCES_IMAGE:
             return text, slice(length - image_tokens, length)
-        return text, slice(text.stop, text.stop + image_tokens)
+        start = text.stop + self.image_offset
+        return text, slice(start, start + image_tokens)
 
 
 @dataclasses.dataclass(frozen=True)
 class AttentionCall:
     """One attention call as a patch sees it.
 
-    q, k, v: (B, H, L, D). kind: "cross" (every query is the image, every key text: a UNet's attn2,
-    or a DiT's separate cross-attention), "self" (the image alone: a UNet's attn1, or a DiT's
-    separate self-attention) or "joint" (DiT: ``text`` and ``image`` slice the sequence into the
-    text tokens and the generated image's; any other tokens, such as the reference images that edit
-    models append, are neither; both None for the other kinds).
+    q: (B, H, Lq, D); k, v: (B, H, Lk, D). kind: "cross" (every query is the image, every key text: a
+    UNet's attn2, or a DiT's separate cross-attention), "self" (the image alone: a UNet's attn1, or a
+    DiT's separate self-attention) or "joint" (DiT: ``text`` slices the keys that are text and
+    ``image`` the query rows that are the generated image; any other tokens, such as the reference
+    images that edit models append, are neither; both None for the other kinds). Lq = Lk but where
+    a model's calls hold only the queries after its text (HiDream-O1).
     heads_first_output: whether the caller expects (B, H, L, D) back rather than (B, L, H*D).
     options: the transformer options of the call (block info, the layer's input for attn1).
     """
@@ -318,7 +324,15 @@ class DitAttentionOverride(SharedOnCopy):
         mask = _mask_from_comfy(a["mask"])
         if kind != "joint":
             return AttentionCall(q, k, v, mask, kind, block, info.sigma, a["skip_output_reshape"], options)
-        text_tokens = min(info.text_tokens, self.order.text_limit or info.text_tokens)
+        # Keys before the first query: a causal text prefix the model attends over apart (HiDream-O1).
+        prefix = k.shape[2] - q.shape[2]
+        if prefix and not self.order.causal_prefix:
+            return None
+        if prefix and self.patch.mode == "replace":
+            self._log_unpatched("circulation control needs as many keys as queries, and this model's calls hold "
+                                "only the queries after its text")
+            return None
+        text_tokens = prefix if self.order.causal_prefix else min(info.text_tokens, self.order.text_limit or info.text_tokens)
         # The model's own word on the text span, where it gives one (ComfyUI 0.33's "img_slice"), or
         # the pack's block wrapper's or embedding patch's; otherwise the conditioning's length.
         joint = options.get(JOINT_INFO_KEY) or options.get("img_slice")
@@ -326,13 +340,15 @@ class DitAttentionOverride(SharedOnCopy):
             text_tokens, total_tokens = joint
             if q.shape[2] != total_tokens:
                 return None
+        length = k.shape[2]
         reference_tokens = sum(options.get("reference_image_num_tokens") or ())
         leading = self.order.leading
-        image_tokens = self.order.image_tokens(info, q.shape[2], text_tokens, reference_tokens)
-        fits = leading + text_tokens + image_tokens <= q.shape[2]
-        if text_tokens <= 0 or image_tokens <= 0 or not fits or k.shape[2] != q.shape[2]:
+        image_tokens = self.order.image_tokens(info, length, text_tokens, reference_tokens)
+        fits = leading + text_tokens + self.order.image_offset + image_tokens <= length
+        if text_tokens <= 0 or image_tokens <= 0 or not fits:
             return None
-        text, image = self.order.slices(q.shape[2], text_tokens, image_tokens)
+        text, image = self.order.slices(length, text_tokens, image_tokens)
+        image = slice(image.start - prefix, image.stop - prefix)  # the image's query rows
         return AttentionCall(q, k, v, mask, "joint", block, info.sigma, a["skip_output_reshape"], options, text, image)
 
 
@@ -507,7 +523,8 @@ def _token_order(model, structure):
     patch = attribute(structure.patch_size) if structure.patch_size else ()
     return TokenOrder(structure.token_order, attribute(structure.leading_tokens).shape[1] if structure.leading_tokens else 0,
                       (patch, patch) if isinstance(patch, int) else tuple(patch),  # an int: square patches of an image
-                      int(attribute(structure.text_limit)) if structure.text_limit else 0)
+                      int(attribute(structure.text_limit)) if structure.text_limit else 0, structure.image_offset,
+                      structure.text_span == TEXT_FROM_CAUSAL_PREFIX)
 
 
 def model_layout(model, node_name):

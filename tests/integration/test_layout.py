@@ -33,6 +33,7 @@ EXPECTED_BLOCKS = {
     "ernie": "single 0-1",
     "omnigen2": "single 0-1",
     "boogu": "double 0-1, single 0-1",
+    "hidream_o1": "double 0-1",
     "auraflow": "double 0, single 0-1",
 }
 

@@ -29,7 +29,7 @@ from comfy_api.latest import io
 import comfy_env
 import oracle
 from gag_core.fused import can_compile
-from pack_testing import run_node
+from pack_testing import CIRCULATION_UNPATCHED, run_node
 from tiny_models import NEWER_FAMILIES, sample
 
 INF = float("inf")
@@ -80,7 +80,7 @@ INPUT_CASES = [
     ("GAGAttentionGuidanceAdvanced", "zeta", 0.5, dict(zeta=0.5), ("sd15", "flux")),
     ("GAGAttentionGuidanceAdvanced", "alpha", 2.0, dict(alpha=2.0), ("sd15", "flux")),
     ("GAGAttentionGuidanceAdvanced", "guide_keys", "all keys", dict(all_keys=True), ("flux", "z_image", "krea2", "lens",
-                                                                                     "omnigen2")),
+                                                                                     "omnigen2", "hidream_o1")),
     ("GAGAttentionGuidanceAdvanced", "cap", "absolute", dict(cap="absolute"), ("sd15", "flux")),
     ("PLADISAttentionGuidance", "scale", 1.7, dict(scale=1.7), ("sd15", "flux", "z_image", "krea2", "anima", "auraflow",
                                                                 "ideogram4", "hunyuan_dit", "boogu")),
@@ -117,6 +117,8 @@ def not_for(expect, call):
     relate."""
     if call.get("kind") in ("self", "cross"):
         return call["kind"] != ("self" if expect.method == "circulation" else "cross")
+    if call.get("kind") == "causal-prefix joint":  # no square score matrix for circulation
+        return expect.method == "circulation"
     return "q" not in call and heads_first(call)[0][0].shape[2] == IMAGE_TOKENS
 
 
@@ -418,6 +420,8 @@ def dit_calls(model):
         return [(("block", i), kind) for i in range(len(dit.blocks)) for kind in ("self", "cross")]
     if hasattr(dit, "selected_layer_index"):  # Lens: the image, then the text, in each block's joint call
         return [(("double", i), "image-first joint") for i in range(len(dit.transformer_blocks))]
+    if hasattr(dit, "language_model"):  # HiDream-O1: its text prefix attends apart, outside the override
+        return [(("double", i), "causal-prefix joint") for i in range(len(dit.language_model.layers))]
     if hasattr(dit, "text_proj"):  # ERNIE-Image: the image, then the text, in each layer's call
         return [(("single", i), "image-first joint") for i in range(len(dit.layers))]
     if hasattr(dit, "double_stream_blocks"):  # HiDream: the image, then the text, in every call
@@ -528,11 +532,25 @@ def oracle_output(expect, call, layer_input=None):
             reference = dict(x=layer_input["x"], w_v=layer_input["w_v"], b_v=layer_input["b_v"])
         return layout(oracle.circulation(q, k, v, expect.alpha, expect.beta, adaptive=expect.adaptive,
                                          adapt_beta=expect.adapt_beta, **reference))
+    if call["kind"] == "causal-prefix joint":
+        return plain_of(call).double() + layout(causal_prefix_delta(expect, q, k, v))
     text = None if "q" in call or call["kind"] == "cross" else q.shape[2] - IMAGE_TOKENS - call["leading"]
     delta = oracle.guidance_delta(q, k, v, expect.rule(), expect.alpha, expect.strength, mask=mask_of(call),
                                   text_tokens=text, all_keys=expect.all_keys, leading_tokens=call.get("leading", 0),
                                   image_first=call.get("kind") == "image-first joint")
     return plain_of(call).double() + layout(delta)
+
+
+def causal_prefix_delta(expect, q, k, v):
+    """HiDream-O1's calls hold the queries after its causal text prefix: the timestep token's row, the
+    image's rows, then any reference patches'. The keys before the first query are the text."""
+    prefix = k.shape[2] - q.shape[2]
+    image = slice(1, 1 + IMAGE_TOKENS)
+    keys = slice(None) if expect.all_keys else slice(0, prefix)
+    dense, sparse, mass = oracle.dense_sparse(q[:, :, image], k, v, expect.alpha, None, None, keys)
+    delta = torch.zeros(q.shape[:3] + v.shape[-1:], dtype=torch.float64)
+    delta[:, :, image] = expect.strength * (1.0 if expect.all_keys else mass) * (expect.rule()(dense, sparse) - dense)
+    return delta
 
 
 def mask_of(call):
@@ -550,10 +568,15 @@ def assert_text_rows_untouched(expect, call):
     if expect.method == "circulation" or "q" in call or call["kind"] == "cross":
         return
     row_dim = 2 if call["kwargs"].get("skip_output_reshape", False) else 1
-    others = call["output"].shape[row_dim] - IMAGE_TOKENS  # text, and registers before it
+    rows = call["output"].shape[row_dim]
+    others = rows - IMAGE_TOKENS  # text, and registers before it
     start = IMAGE_TOKENS if call["kind"] == "image-first joint" else 0
-    assert torch.equal(call["output"].narrow(row_dim, start, others), call["plain"].narrow(row_dim, start, others)), \
-        f"{call['block']}: text query rows changed"
+    spans = [(start, others)]
+    if call["kind"] == "causal-prefix joint":  # the timestep token's row, and any reference patches' after the image
+        spans = [(0, 1), (1 + IMAGE_TOKENS, rows - 1 - IMAGE_TOKENS)]
+    for first, count in spans:
+        assert torch.equal(call["output"].narrow(row_dim, first, count), call["plain"].narrow(row_dim, first, count)), \
+            f"{call['block']}: text query rows changed"
 
 
 def assert_matches(output, expected, what):
@@ -642,7 +665,8 @@ def check_calls(calls, expect, selected, window=None):
         tolerance = assert_matches(call["output"], expected, f"call {index} {call['block']}")
         assert (expected - plain_of(call).double()).abs().max() > 100 * tolerance, f"call {index}: no effect"
         patched += 1
-    assert patched, "no call was patched"
+    # Only where no call is one the method acts on (circulation on HiDream-O1) may none be patched.
+    assert patched or all(not_for(expect, call) for call in calls), "no call was patched"
 
 
 LAYER_CASES = [
@@ -670,6 +694,7 @@ LAYER_CASES = [
     ("ernie", "single 0", {("single", 0)}),
     ("omnigen2", "single 1", {("single", 1)}),
     ("boogu", "double 1, single 0", {("double", 1), ("single", 0)}),
+    ("hidream_o1", "double 1", {("double", 1)}),
 ]
 
 
@@ -699,7 +724,7 @@ def test_start_and_end_percent_bound_the_steps_that_are_patched(node_classes, ti
                                     "z_image", "krea2",
                                     "cosmos_predict2", "anima", "kandinsky5", "lens", "auraflow", "joyimage", "ideogram4",
                                     "pixeldit", "hidream", "pixart_sigma", "hunyuan_dit", "ernie",
-                                    "omnigen2", "boogu"])
+                                    "omnigen2", "boogu", "hidream_o1"])
 @pytest.mark.parametrize("node_id", ["GAGAttentionGuidance", "AttentionCirculationControl"])
 def test_default_blocks_per_family(node_classes, tiny_model, node_id, family):
     """Empty `layers`: guidance patches every cross-attention block of a UNet but the middle one and
