@@ -532,7 +532,7 @@ def oracle_output(expect, call, layer_input=None):
             reference = dict(x=layer_input["x"], w_v=layer_input["w_v"], b_v=layer_input["b_v"])
         return layout(oracle.circulation(q, k, v, expect.alpha, expect.beta, adaptive=expect.adaptive,
                                          adapt_beta=expect.adapt_beta, **reference))
-    if call["kind"] == "causal-prefix joint":
+    if call.get("kind") == "causal-prefix joint":
         return plain_of(call).double() + layout(causal_prefix_delta(expect, q, k, v))
     text = None if "q" in call or call["kind"] == "cross" else q.shape[2] - IMAGE_TOKENS - call["leading"]
     delta = oracle.guidance_delta(q, k, v, expect.rule(), expect.alpha, expect.strength, mask=mask_of(call),
