@@ -15,7 +15,7 @@ FAMILIES = ("sd15", "sdxl", "sd3", "flux", "flux2", "qwen_image")
 NEWER_FAMILIES = {"z_image": (0, 33, 0), "krea2": (0, 33, 0), "anima": (0, 33, 0), "kandinsky5": (0, 33, 0),
                   "lens": (0, 33, 0), "joyimage": (0, 33, 0), "ideogram4": (0, 33, 0),
                   "pixeldit": (0, 33, 0), "ernie": (0, 33, 0), "boogu": (0, 33, 0),
-                  "hidream_o1": (0, 33, 0)}
+                  "hidream_o1": (0, 33, 0), "mage_flow": (0, 33, 0)}
 # Every family the integration tests run (the fixture skips those a tree cannot patch).
 ALL_FAMILIES = FAMILIES + ("chroma", "hunyuan_image", "cosmos_predict2", "auraflow", "hidream", "pixart_sigma",
                               "hunyuan_dit", "omnigen2") + tuple(NEWER_FAMILIES)
@@ -262,6 +262,13 @@ SPECS = {
     "boogu": FamilySpec(
         "Boogu", dict(_OMNIGEN, image_model="boogu", num_layers=2, num_double_stream_layers=2, instruction_feat_dim=4096),
         (16, 16, 16), 4096, 0, extra_masks=(("attention_mask", (None,)),),
+    ),
+    # MageFlow: Qwen-Image's joint blocks on FLUX.2's 128-channel latent, 1x1 patches.
+    "mage_flow": FamilySpec(
+        "MageFlow",
+        dict(image_model="mage_flow", in_channels=128, out_channels=128, num_layers=2, attention_head_dim=32,
+             num_attention_heads=2, joint_attention_dim=2560, axes_dims_rope=(8, 12, 12)),
+        (128, 8, 8), 2560, 0,
     ),
     # HiDream-O1: a language model over the prompt's token ids, a timestep token and the image's 32-pixel
     # patches (256 pixels square: 64 tokens). The vocabulary keeps its size: the model looks for its

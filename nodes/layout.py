@@ -83,7 +83,7 @@ DIT_STRUCTURES = (
     # The double blocks' inputs hold the text apart (HunyuanImage joins glyph text to it inside the model).
     DitStructure("FLUX.1, FLUX.2 (Klein), Chroma, HunyuanImage 2.1", ("double_blocks", "single_blocks"),
                  (("double", "double_blocks"), ("single", "single_blocks")), TEXT_FROM_BLOCK_ARGUMENTS),
-    DitStructure("Qwen-Image", ("transformer_blocks", "txt_in", "pe_embedder"), (("double", "transformer_blocks"),)),
+    DitStructure("Qwen-Image, MageFlow", ("transformer_blocks", "txt_in", "pe_embedder"), (("double", "transformer_blocks"),)),
     DitStructure("Lens", ("transformer_blocks", "selected_layer_index"), (("double", "transformer_blocks"),),
                  token_order=IMAGE_REFERENCES_TEXT),
     # Double blocks only (FLUX's structure has single ones too): the image, its references, then the text.

@@ -34,6 +34,7 @@ EXPECTED_BLOCKS = {
     "omnigen2": "single 0-1",
     "boogu": "double 0-1, single 0-1",
     "hidream_o1": "double 0-1",
+    "mage_flow": "double 0-1",
     "auraflow": "double 0, single 0-1",
 }
 

@@ -30,7 +30,7 @@ import comfy_env
 import oracle
 from gag_core.fused import can_compile
 from pack_testing import CIRCULATION_UNPATCHED, run_node
-from tiny_models import NEWER_FAMILIES, sample
+from tiny_models import NEWER_FAMILIES, empty_latent, sample
 
 INF = float("inf")
 TEXT_TOKENS = 20
@@ -695,6 +695,7 @@ LAYER_CASES = [
     ("omnigen2", "single 1", {("single", 1)}),
     ("boogu", "double 1, single 0", {("double", 1), ("single", 0)}),
     ("hidream_o1", "double 1", {("double", 1)}),
+    ("mage_flow", "double 1", {("double", 1)}),
 ]
 
 
@@ -724,7 +725,7 @@ def test_start_and_end_percent_bound_the_steps_that_are_patched(node_classes, ti
                                     "z_image", "krea2",
                                     "cosmos_predict2", "anima", "kandinsky5", "lens", "auraflow", "joyimage", "ideogram4",
                                     "pixeldit", "hidream", "pixart_sigma", "hunyuan_dit", "ernie",
-                                    "omnigen2", "boogu", "hidream_o1"])
+                                    "omnigen2", "boogu", "hidream_o1", "mage_flow"])
 @pytest.mark.parametrize("node_id", ["GAGAttentionGuidance", "AttentionCirculationControl"])
 def test_default_blocks_per_family(node_classes, tiny_model, node_id, family):
     """Empty `layers`: guidance patches every cross-attention block of a UNet but the middle one and
@@ -781,12 +782,13 @@ def test_identity_settings_on_newer_families_are_bit_identical(node_classes, tin
 
 @pytest.mark.skipif(comfy_env.comfyui_version() < (0, 33, 0),
                     reason="ComfyUI 0.3.75's FLUX does not tell attention calls how many reference tokens it appends")
-def test_reference_image_rows_stay_untouched(node_classes, tiny_model):
+@pytest.mark.parametrize("family", ["flux", "mage_flow"])
+def test_reference_image_rows_stay_untouched(node_classes, tiny_model, family):
     """An edit model's reference-image tokens (FLUX Kontext style, appended after the generated image)
     are neither text nor the image being generated: their rows stay exactly plain, and the generated
     image's rows get the oracle's guidance over the text keys."""
-    reference = torch.randn(1, 16, 16, 16, generator=torch.Generator().manual_seed(9))
-    calls = captured("GAGAttentionGuidanceAdvanced", "flux", (node_classes, tiny_model("flux")), {}, steps=1,
+    reference = torch.randn((1,) + empty_latent(family).shape[1:], generator=torch.Generator().manual_seed(9))
+    calls = captured("GAGAttentionGuidanceAdvanced", family, (node_classes, tiny_model(family)), {}, steps=1,
                      extra_conditioning={"reference_latents": [reference]})
     expect = DEFAULTS["GAGAttentionGuidanceAdvanced"]
     generated = slice(TEXT_TOKENS, TEXT_TOKENS + IMAGE_TOKENS)
