@@ -851,6 +851,18 @@ def test_reference_rows_between_the_text_and_the_image_stay_untouched(node_class
         assert (expected - plain[:, image].double()).abs().max() > 100 * tolerance
 
 
+@pytest.mark.skipif(comfy_env.comfyui_version() < (0, 33, 0), reason="ComfyUI 0.3.75 has no HiDream-O1")
+def test_hidream_o1_edit_guides_the_image_rows_alone(node_classes, tiny_model):
+    """A HiDream-O1 edit puts the reference image's vision tokens into the prompt (guided as part of
+    it) and its pixel patches after the generated image's: those rows, like the timestep token's,
+    stay plain, and the image rows get the oracle's guidance over the prompt's keys."""
+    reference = torch.rand(1, 96, 128, 3, generator=torch.Generator().manual_seed(13))  # an IMAGE, (B, H, W, C)
+    calls = captured("GAGAttentionGuidanceAdvanced", "hidream_o1", (node_classes, tiny_model("hidream_o1")), {},
+                     steps=1, extra_conditioning={"reference_latents": [reference]})
+    assert any(heads_first(call)[0][0].shape[2] > 1 + IMAGE_TOKENS for call in calls), "no call holds reference patches"
+    check_calls(calls, DEFAULTS["GAGAttentionGuidanceAdvanced"], lambda block: True)
+
+
 GLYPH_TOKENS = 10
 
 
