@@ -54,14 +54,17 @@ class CirculationPatch(SharedOnCopy):
         inputs = dict(path="value")
         if self.path == "reference" and call.kind == "self":
             inputs.update(self._reference_inputs(call))
+        # Keys before the first query: a causal text prefix the call holds no queries for (HiDream-O1).
+        prefix = call.k.shape[2] - call.q.shape[2]
         output = circulation_attention(
             call.q, call.k, call.v, alpha=self.alpha, beta=self.beta, mask=call.mask,
-            adaptive=self.adaptive, adapt_beta=self.adapt_beta, **inputs,
+            adaptive=self.adaptive, adapt_beta=self.adapt_beta, key_prefix=prefix, **inputs,
         )
         recorder = call.options.get(PROBE_KEY)
         if recorder is not None:
-            settings = adaptive_settings(call.q, call.k, self.alpha, self.beta, self.adaptive, self.adapt_beta)
-            hopfield = hopfield_diagnostics_qk(call.q, call.k, output)
+            own_keys = call.k[:, :, prefix:]
+            settings = adaptive_settings(call.q, own_keys, self.alpha, self.beta, self.adaptive, self.adapt_beta)
+            hopfield = hopfield_diagnostics_qk(call.q, own_keys, output)
             recorder.circulation(call, {
                 "eta_m": settings["symmetry"], "alpha_eff": settings["alpha"],
                 **{name: hopfield[name] for name in ("energy", "instability", "alignment")},

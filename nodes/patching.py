@@ -328,10 +328,6 @@ class DitAttentionOverride(SharedOnCopy):
         prefix = k.shape[2] - q.shape[2]
         if prefix and not self.order.causal_prefix:
             return None
-        if prefix and self.patch.mode == "replace":
-            self._log_unpatched("circulation control needs as many keys as queries, and this model's calls hold "
-                                "only the queries after its text")
-            return None
         text_tokens = prefix if self.order.causal_prefix else min(info.text_tokens, self.order.text_limit or info.text_tokens)
         # The model's own word on the text span, where it gives one (ComfyUI 0.33's "img_slice"), or
         # the pack's block wrapper's or embedding patch's; otherwise the conditioning's length.

@@ -1,9 +1,6 @@
 """Helpers for tests that drive the pack's nodes in-process."""
 
 PACK_MODULE = "ComfyUI_GAG_under_test"
-# Families whose attention circulation control leaves plain: HiDream-O1's calls hold only the
-# queries after its text, so no square score matrix to split.
-CIRCULATION_UNPATCHED = {"hidream_o1"}
 
 
 def run_node(node_class, **inputs):

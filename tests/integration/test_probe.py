@@ -12,7 +12,7 @@ from PIL import Image
 import gag_core
 import gag_core.diagnostics
 
-from pack_testing import CIRCULATION_UNPATCHED, CallRecorder, run_node
+from pack_testing import CallRecorder, run_node
 from tiny_models import ALL_FAMILIES, sample
 
 
@@ -33,13 +33,11 @@ def test_probe_plots_gag_and_circulation(node_classes, tiny_model, family):
     assert image.ndim == 4 and image.shape[0] == 1 and image.shape[-1] == 3
     assert float(image.std()) > 0.05, "the plot image is blank"
     summary = json.loads(numbers)
-    assert ("circulation" in summary) != (family in CIRCULATION_UNPATCHED)
-    circulation = summary.get("circulation", {"eta_m": {}, "instability": {}, "alignment": {}})
-    eta_values = [v for points in circulation["eta_m"].values() for _, v in points]
-    assert all(-1.0 <= v <= 1.0 for v in eta_values) and bool(eta_values) != (family in CIRCULATION_UNPATCHED)
+    eta_values = [v for points in summary["circulation"]["eta_m"].values() for _, v in points]
+    assert eta_values and all(-1.0 <= v <= 1.0 for v in eta_values)
     for metric, low, high in (("instability", 0.0, 1.0), ("alignment", -1.0, 1.0)):
-        values = [v for points in circulation[metric].values() for _, v in points]
-        assert all(low <= v <= high for v in values) and bool(values) != (family in CIRCULATION_UNPATCHED), metric
+        values = [v for points in summary["circulation"][metric].values() for _, v in points]
+        assert values and all(low <= v <= high for v in values), metric
     share = [v for points in summary["guidance"]["parallel_share"].values() for _, v in points]
     assert share and all(0.0 <= v <= 1.0 for v in share)
     steps = {step for points in summary["guidance"]["cap_fraction"].values() for step, _ in points}
