@@ -32,7 +32,7 @@ _PATHS = ("value", "reference")
 _ADAPTIVE = (None, "dev", "scale")
 
 
-def circulation_logits_qk(q, k, alpha, key_prefix=0):
+def circulation_logits_qk(q, k, alpha, own_keys=None):
     """Fused query/key pair whose one attention call has the modulated logits M_alpha.
 
     q, k: (B, H, L, D); alpha: float or 0-d tensor. Returns q', k' (B, H, L, 2D) in q's dtype:
@@ -42,8 +42,8 @@ def circulation_logits_qk(q, k, alpha, key_prefix=0):
     (c1 Q K^T + c2 K Q^T) / sqrt(D). The sqrt(2) is folded into q' rather than passed as a scale
     so that any backend that derives the scale from the head dim computes the same thing.
 
-    key_prefix: k holds that many keys before the queries' own tokens, (B, H, key_prefix + L, D),
-    whose queries the call does not have (a causal prefix attended apart); their logits stay
+    own_keys: where k holds more tokens than the queries, (B, H, Lk, D), the slice of its keys that
+    are the queries' own tokens (the square block M is that of); every other key's logits stay
     plain: k'_j = [k_j / a1, 0], so q'_i . k'_j = sqrt(2) q_i . k_j. Needs alpha != -1 (c1 != 0).
     """
     c1 = (1.0 + alpha) / 2.0
@@ -54,11 +54,13 @@ def circulation_logits_qk(q, k, alpha, key_prefix=0):
     else:
         a1, a2 = math.sqrt(abs(c1)), math.sqrt(abs(c2))
         s1, s2 = math.copysign(1.0, c1), math.copysign(1.0, c2)
-    prefix, own = k[..., :key_prefix, :], k[..., key_prefix:, :]
+    own = k if own_keys is None else k[..., own_keys, :]
     q_fused = torch.cat([q * (math.sqrt(2.0) * a1), own * (math.sqrt(2.0) * a2)], dim=-1)
     k_fused = torch.cat([own * (s1 * a1), q * (s2 * a2)], dim=-1)
-    if key_prefix:
-        k_fused = torch.cat([torch.cat([prefix / a1, torch.zeros_like(prefix)], dim=-1), k_fused], dim=-2)
+    if own_keys is not None:
+        before, after = k[..., : own_keys.start, :], k[..., own_keys.stop :, :]
+        plain = [torch.cat([keys / a1, torch.zeros_like(keys)], dim=-1) for keys in (before, after)]
+        k_fused = torch.cat([plain[0], k_fused, plain[1]], dim=-2)
     return q_fused.to(q.dtype), k_fused.to(q.dtype)
 
 
@@ -95,16 +97,17 @@ def circulation_attention(
     adaptive=None,
     adapt_beta=False,
     max_score_elements=2**24,
-    key_prefix=0,
+    own_keys=None,
 ):
     """Self-attention with the skew (circulation) part of the logits scaled by alpha.
 
     q, k, v: (B, H, L, D), self-attention only. mask: bool (True keeps) or additive, broadcastable
     to (B, H, L, L), applied to both logits. Returns (B, H, L, D) in q's dtype.
-    key_prefix (path "value" only): k and v hold that many more keys, before the queries' own
-    tokens, (B, H, key_prefix + L, D): a causal prefix the model attends over apart, so that the
-    call holds no queries for it (HiDream-O1's text). Their logits stay plain; the skew part is
-    that of the square block of the queries' own tokens, whose symmetricity ``adaptive`` uses.
+    own_keys (path "value" only): k and v hold more tokens than the queries, (B, H, Lk, D), and
+    this slice of L of them are the queries' own (the generated image's tokens of a joint call,
+    whose queries are those of the image alone). The other keys' logits stay plain (text,
+    references, a causal prefix the call holds no queries for); the skew part is that of the
+    square block of the queries' own tokens, whose symmetricity ``adaptive`` uses.
 
     path "value": blend softmax(M/sqrt D) V and softmax(M_alpha/sqrt D) V; the norm ratio is per
     head and token over that head's D channels (the analogue of the reference's per-head norm
@@ -118,19 +121,19 @@ def circulation_attention(
     without "scale" returns exactly F.scaled_dot_product_attention(q, k, v, attn_mask=mask).
     beta = 0 is not vanilla: the norm rescale still applies.
     """
-    alpha, beta = _validate(q, k, v, alpha, beta, path, x, w_v, b_v, mask, adaptive, max_score_elements, key_prefix)
+    alpha, beta = _validate(q, k, v, alpha, beta, path, x, w_v, b_v, mask, adaptive, max_score_elements, own_keys)
     mask = _checks.mask_4d(mask, (q.shape[0], q.shape[1], q.shape[2], k.shape[2]))
     if adaptive is None and not adapt_beta:
         alpha_eff, beta_eff = alpha, beta
     else:
         # Tensors: adapting needs no device synchronisation.
-        symmetry = symmetricity(q, k[..., key_prefix:, :]).mean()
+        symmetry = symmetricity(q, k if own_keys is None else k[..., own_keys, :]).mean()
         alpha_eff, beta_eff = _adapted(alpha, beta, adaptive, adapt_beta, symmetry)
 
     if adaptive != "scale" and alpha == 1.0:
         out = F.scaled_dot_product_attention(q, k, v, attn_mask=mask)
     elif path == "value":
-        out = _value_path(q, k, v, alpha_eff, beta_eff, mask, key_prefix)
+        out = _value_path(q, k, v, alpha_eff, beta_eff, mask, own_keys)
     else:
         out = _reference_path(q, k, x, w_v, b_v, alpha_eff, beta_eff, mask, max_score_elements)
     return out
@@ -165,23 +168,27 @@ def _adapted(alpha, beta, adaptive, adapt_beta, symmetry):
     return alpha, beta
 
 
-def _validate(q, k, v, alpha, beta, path, x, w_v, b_v, mask, adaptive, max_score_elements, key_prefix):
+def _validate(q, k, v, alpha, beta, path, x, w_v, b_v, mask, adaptive, max_score_elements, own_keys):
     """Check circulation_attention's arguments; return (alpha, beta) as floats."""
     for name, tensor in (("q", q), ("k", k), ("v", v)):
         _checks.tensor_ndim(name, tensor, 4, "(B, H, L, D)")
-    if not isinstance(key_prefix, int) or key_prefix < 0:
-        raise ValueError(f"key_prefix must be an int >= 0, got {key_prefix!r}")
-    if k.shape[-2] != q.shape[-2] + key_prefix:
-        raise ValueError(f"k must hold key_prefix ({key_prefix}) keys more than q's {q.shape[-2]} (self-attention only), "
-                         f"got Lk={k.shape[-2]}")
+    if own_keys is None and k.shape[-2] != q.shape[-2]:
+        raise ValueError(f"q and k must have the same length (self-attention) unless own_keys says which keys are the "
+                         f"queries' own, got Lq={q.shape[-2]} and Lk={k.shape[-2]}")
+    if own_keys is not None and not (isinstance(own_keys, slice) and own_keys.step is None
+                                     and isinstance(own_keys.start, int) and isinstance(own_keys.stop, int)
+                                     and 0 <= own_keys.start and own_keys.stop <= k.shape[-2]
+                                     and own_keys.stop - own_keys.start == q.shape[-2]):
+        raise ValueError(f"own_keys must be a slice of {q.shape[-2]} of k's {k.shape[-2]} keys (the queries' own "
+                         f"tokens), got {own_keys!r}")
     _checks.same_shape("k", k, "v", v)
     if q.shape[:2] + q.shape[3:] != k.shape[:2] + k.shape[3:]:
         raise ValueError(f"q and k must agree in batch, heads and head dim, got {tuple(q.shape)} and {tuple(k.shape)}")
-    if key_prefix and path != "value":
-        raise ValueError(f"key_prefix works on path 'value' only (the reference path needs the prefix's layer input), got path={path!r}")
+    if own_keys is not None and path != "value":
+        raise ValueError(f"own_keys works on path 'value' only (the reference path needs every key's layer input), got path={path!r}")
     alpha = _checks.finite_number("alpha", alpha)
-    if key_prefix and alpha == -1:
-        raise ValueError("alpha must not be -1 with a key_prefix: the prefix's plain logits need c1 = (1 + alpha)/2 != 0")
+    if own_keys is not None and alpha == -1:
+        raise ValueError("alpha must not be -1 with own_keys: the other keys' plain logits need c1 = (1 + alpha)/2 != 0")
     beta = _checks.finite_number("beta", beta)
     _checks.one_of("path", path, _PATHS)
     _checks.one_of("adaptive", adaptive, _ADAPTIVE)
@@ -224,10 +231,10 @@ def _blend_ratio(xi, xi_a, beta):
     return xi_new, (reference / current).clamp(_RATIO_MIN, _RATIO_MAX)
 
 
-def _value_path(q, k, v, alpha, beta, mask, key_prefix):
-    """Circulation in value space. q: (B, H, L, D); k, v: (B, H, key_prefix + L, D) -> (B, H, L, D)."""
+def _value_path(q, k, v, alpha, beta, mask, own_keys):
+    """Circulation in value space. q: (B, H, L, D); k, v: (B, H, Lk, D) -> (B, H, L, D)."""
     xi = F.scaled_dot_product_attention(q, k, v, attn_mask=mask)
-    q_fused, k_fused = circulation_logits_qk(q, k, alpha, key_prefix)
+    q_fused, k_fused = circulation_logits_qk(q, k, alpha, own_keys)
     # Fused kernels (CPU flash, CUDA flash) need equal head dims for q, k and v: padding v with
     # zeros to 2D keeps the call on them; the unpadded call falls back to a materialised one.
     v_padded = F.pad(v, (0, q_fused.shape[-1] - v.shape[-1]))

@@ -50,21 +50,26 @@ class CirculationPatch(SharedOnCopy):
         return dict(path="reference", x=x, w_v=weight, b_v=bias)
 
     def attention(self, call):
-        """(B, H, L, D) circulation attention of a self-attention or joint-attention call."""
+        """Circulation attention of a self-attention call, (B, H, L, D), or of a joint call's image
+        rows over every key, the image's own keys modulated, (B, H, len(call.image), D)."""
         inputs = dict(path="value")
         if self.path == "reference" and call.kind == "self":
             inputs.update(self._reference_inputs(call))
-        # Keys before the first query: a causal text prefix the call holds no queries for (HiDream-O1).
-        prefix = call.k.shape[2] - call.q.shape[2]
+        q, mask, own_keys = call.q, call.mask, None
+        if call.kind == "joint":
+            # Keys before the first query are a causal text prefix the call holds no queries for (HiDream-O1).
+            prefix = call.k.shape[2] - call.q.shape[2]
+            q, own_keys = q[:, :, call.image], slice(call.image.start + prefix, call.image.stop + prefix)
+            mask = mask[..., call.image, :] if mask is not None and mask.shape[-2] == call.q.shape[2] else mask
         output = circulation_attention(
-            call.q, call.k, call.v, alpha=self.alpha, beta=self.beta, mask=call.mask,
-            adaptive=self.adaptive, adapt_beta=self.adapt_beta, key_prefix=prefix, **inputs,
+            q, call.k, call.v, alpha=self.alpha, beta=self.beta, mask=mask,
+            adaptive=self.adaptive, adapt_beta=self.adapt_beta, own_keys=own_keys, **inputs,
         )
         recorder = call.options.get(PROBE_KEY)
         if recorder is not None:
-            own_keys = call.k[:, :, prefix:]
-            settings = adaptive_settings(call.q, own_keys, self.alpha, self.beta, self.adaptive, self.adapt_beta)
-            hopfield = hopfield_diagnostics_qk(call.q, own_keys, output)
+            keys = call.k if own_keys is None else call.k[:, :, own_keys]
+            settings = adaptive_settings(q, keys, self.alpha, self.beta, self.adaptive, self.adapt_beta)
+            hopfield = hopfield_diagnostics_qk(q, keys, output)
             recorder.circulation(call, {
                 "eta_m": settings["symmetry"], "alpha_eff": settings["alpha"],
                 **{name: hopfield[name] for name in ("energy", "instability", "alignment")},

@@ -136,15 +136,23 @@ class AttentionCall:
         """``output`` (the caller's layout) with ``delta`` (B, H, n, D) added to its n query rows from
         first_row on. in_place: the output is a fresh tensor nobody else holds (the plain attention
         the pack had computed), so it is written into instead of copied."""
+        return self._write_rows(output, delta, first_row, in_place, torch.Tensor.add_)
+
+    def replace_rows(self, output, rows, first_row, in_place=False):
+        """``output`` (the caller's layout) with its n query rows from first_row on replaced by
+        ``rows`` (B, H, n, D); in_place as for add_to_rows."""
+        return self._write_rows(output, rows, first_row, in_place, torch.Tensor.copy_)
+
+    def _write_rows(self, output, values, first_row, in_place, write):
         if not (in_place and output.is_contiguous()):
             output = output.clone(memory_format=torch.contiguous_format)
-        delta = delta.to(output.dtype)
+        values = values.to(output.dtype)
         if self.heads_first_output:
-            output.narrow(2, first_row, delta.shape[2]).add_(delta)
+            write(output.narrow(2, first_row, values.shape[2]), values)
         else:
-            # Into a (B, L, H, D) view of the output, reading delta transposed: no copy of either.
-            rows = output.view(output.shape[0], output.shape[1], delta.shape[1], -1).narrow(1, first_row, delta.shape[2])
-            rows.add_(delta.transpose(1, 2))
+            # Into a (B, L, H, D) view of the output, reading values transposed: no copy of either.
+            rows = output.view(output.shape[0], output.shape[1], values.shape[1], -1).narrow(1, first_row, values.shape[2])
+            write(rows, values.transpose(1, 2))
         return output
 
 
@@ -405,7 +413,10 @@ class _ReplacedAttention:
         call = self.override._joint_call(args, kwargs)
         if call is None:
             return self.func(*args, **kwargs)
-        return call.to_output_layout(self.override.patch.attention(call))
+        if call.kind != "joint":
+            return call.to_output_layout(self.override.patch.attention(call))
+        # A joint call's replacement covers the image rows; the others keep the backend's output.
+        return call.replace_rows(self.func(*args, **kwargs), self.override.patch.attention(call), call.image.start)
 
 
 class UnetAttentionReplace(SharedOnCopy):

@@ -111,22 +111,24 @@ def symmetricity(q, k):
 
 
 def circulation(q, k, v, alpha, beta, mask=None, scale=None, adaptive=None, adapt_beta=False, x=None, w_v=None, b_v=None,
-                key_prefix=0):
+                own_keys=None):
     """Circulation control: logits M_alpha = c1 q k^T + c2 k q^T (c1 = (1 + alpha)/2, c2 = (1 - alpha)/2),
     retrievals Xi = softmax(M) U and Xi_a = softmax(M_alpha) U of U = v (value space) or of the layer
     input x per head (input space, then projected by each head's rows of w_v, b_v);
     Xi_new = Xi + beta (Xi_a - Xi), rescaled per token by clip(||Xi_a|| / ||Xi_new||, 1/4, 4).
     adaptive "dev": alpha_eff = 1 + (alpha - 1) eta_M, "scale": alpha eta_M; adapt_beta: beta (1 - eta_M),
-    eta_M averaged over batch and heads. (B, H, L, D). key_prefix: k and v hold that many keys before
-    the queries' own tokens (a causal prefix the call holds no queries for), whose logits stay q k^T;
-    M and eta_M are those of the queries' own tokens."""
-    own = k[:, :, key_prefix:]
+    eta_M averaged over batch and heads. (B, H, L, D). own_keys: where k and v hold more tokens than
+    the queries (a joint call's text and references, a causal prefix), the slice of them that are the
+    queries' own; the other keys' logits stay q k^T; M and eta_M are those of the own tokens."""
+    own_keys = slice(None) if own_keys is None else own_keys
+    own = k[:, :, own_keys]
     eta = symmetricity(q, own).mean()
     alpha = {None: alpha, "dev": 1 + (alpha - 1) * eta, "scale": alpha * eta}[adaptive]
     beta = beta * (1 - eta) if adapt_beta else beta
     plain = logits(q, k, mask, scale)
-    square = logits(q, own, None, scale) * (1 + alpha) / 2 + logits(own, q, None, scale) * (1 - alpha) / 2
-    modulated = masked(torch.cat([logits(q, k[:, :, :key_prefix], None, scale), square], -1), mask)
+    modulated = logits(q, k, None, scale)
+    modulated[..., own_keys] = logits(q, own, None, scale) * (1 + alpha) / 2 + logits(own, q, None, scale) * (1 - alpha) / 2
+    modulated = masked(modulated, mask)
     if x is None:
         retrieved = v.double()
     else:

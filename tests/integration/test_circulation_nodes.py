@@ -62,10 +62,13 @@ def test_patched_joint_call_matches_gag_core(node_classes, tiny_model):
     options["optimized_attention_override"] = recorder
     sample(patched, "flux", steps=1)
     args, kwargs, plain, output = recorder.calls[0]
-    q, k, v = args[:3]
-    expected = gag_core.circulation_attention(q, k, v, alpha=1.2, beta=3.0, path="value")
-    expected = expected.transpose(1, 2).reshape(plain.shape)
+    q, k, v = args[:3]  # (B, H, L, D): the text, then the image's 64 tokens
+    image = slice(q.shape[2] - 64, q.shape[2])
+    rows = gag_core.circulation_attention(q[:, :, image], k, v, alpha=1.2, beta=3.0, path="value", own_keys=image)
+    expected = plain.clone()
+    expected[:, image] = rows.transpose(1, 2).reshape(expected[:, image].shape)
     assert not torch.allclose(output, plain)
+    assert torch.equal(output[:, :image.start], plain[:, :image.start]), "the text rows changed"
     torch.testing.assert_close(output, expected)
 
 

@@ -90,10 +90,12 @@ def test_probe_circulation_numbers_match_gag_core(node_classes, tiny_model):
     options["optimized_attention_override"] = recorder
     sample(probed, "flux", steps=1, cfg=1.0)
     args, _, _, _ = recorder.calls[0]
-    q, k, v = args[:3]
-    output = gag_core.circulation_attention(q, k, v, alpha=1.2, beta=3.0, adaptive="dev")
-    stats = gag_core.adaptive_settings(q, k, alpha=1.2, beta=3.0, adaptive="dev")
-    hopfield = gag_core.diagnostics.hopfield_diagnostics_qk(q, k, output)
+    q, k, v = args[:3]  # (B, H, L, D): the text, then the image's 64 tokens, whose block the probe measures
+    image = slice(q.shape[2] - 64, q.shape[2])
+    q_image, k_image = q[:, :, image], k[:, :, image]
+    output = gag_core.circulation_attention(q_image, k, v, alpha=1.2, beta=3.0, adaptive="dev", own_keys=image)
+    stats = gag_core.adaptive_settings(q_image, k_image, alpha=1.2, beta=3.0, adaptive="dev")
+    hopfield = gag_core.diagnostics.hopfield_diagnostics_qk(q_image, k_image, output)
     row = geometry.rows[0]
     assert row["eta_m"] == pytest.approx(float(stats["symmetry"]), rel=1e-5)
     assert row["alpha_eff"] == pytest.approx(float(stats["alpha"]), rel=1e-5)

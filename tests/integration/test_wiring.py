@@ -515,6 +515,14 @@ def heads_first(call):
     return (q, k, v), lambda x: x.transpose(1, 2).reshape(call["output"].shape)
 
 
+def heads_first_output(call, output):
+    """A DiT call's output in its caller's layout as (B, H, L, D)."""
+    (q, _, _), _ = heads_first(call)
+    if call["kwargs"].get("skip_output_reshape", False):
+        return output
+    return output.reshape(output.shape[0], output.shape[1], q.shape[1], -1).transpose(1, 2)
+
+
 def plain_of(call):
     if "plain" in call:
         return call["plain"]
@@ -524,13 +532,20 @@ def plain_of(call):
 def oracle_output(expect, call, layer_input=None):
     """The output the pack must give for a captured call that it patches, float64."""
     (q, k, v), layout = heads_first(call)
-    prefix = k.shape[2] - q.shape[2]  # HiDream-O1's causal text prefix, keys the call holds no queries for
     if expect.method == "circulation":
         reference = {}
         if expect.reference_path:
             reference = dict(x=layer_input["x"], w_v=layer_input["w_v"], b_v=layer_input["b_v"])
-        return layout(oracle.circulation(q, k, v, expect.alpha, expect.beta, adaptive=expect.adaptive,
-                                         adapt_beta=expect.adapt_beta, key_prefix=prefix, **reference))
+        settings = dict(adaptive=expect.adaptive, adapt_beta=expect.adapt_beta, **reference)
+        if "q" in call or call["kind"] == "self":
+            return layout(oracle.circulation(q, k, v, expect.alpha, expect.beta, **settings))
+        # A joint call: the image's rows over every key, the image's own keys modulated; the rest plain.
+        rows = image_rows(call, q.shape[2])
+        prefix = k.shape[2] - q.shape[2]  # HiDream-O1's causal text prefix, keys the call holds no queries for
+        own = slice(rows.start + prefix, rows.stop + prefix)
+        output = heads_first_output(call, plain_of(call)).double()
+        output[:, :, rows] = oracle.circulation(q[:, :, rows], k, v, expect.alpha, expect.beta, own_keys=own, **settings)
+        return layout(output)
     if call.get("kind") == "causal-prefix joint":
         return plain_of(call).double() + layout(causal_prefix_delta(expect, q, k, v))
     text = None if "q" in call or call["kind"] == "cross" else q.shape[2] - IMAGE_TOKENS - call["leading"]
@@ -562,20 +577,28 @@ def mask_of(call):
     return mask[:, None] if mask.ndim == 3 else mask[None, None]
 
 
+def image_rows(call, length):
+    """The query rows of a joint call of ``length`` queries that are the generated image: first where
+    the image comes first, after the timestep token in HiDream-O1's calls, else last (after the
+    text, and any registers before it)."""
+    if call["kind"] == "image-first joint":
+        return slice(0, IMAGE_TOKENS)
+    if call["kind"] == "causal-prefix joint":
+        return slice(1, 1 + IMAGE_TOKENS)
+    return slice(length - IMAGE_TOKENS, length)
+
+
 def assert_text_rows_untouched(expect, call):
-    """Guidance leaves the text queries of a joint call exactly as the plain attention gives them."""
-    if expect.method == "circulation" or "q" in call or call["kind"] == "cross":
+    """Guidance and circulation leave every query row of a joint call but the image's (text, registers,
+    a timestep token, reference patches) exactly as the plain attention gives them."""
+    if "q" in call or call["kind"] in ("self", "cross"):
         return
     row_dim = 2 if call["kwargs"].get("skip_output_reshape", False) else 1
-    rows = call["output"].shape[row_dim]
-    others = rows - IMAGE_TOKENS  # text, and registers before it
-    start = IMAGE_TOKENS if call["kind"] == "image-first joint" else 0
-    spans = [(start, others)]
-    if call["kind"] == "causal-prefix joint":  # the timestep token's row, and any reference patches' after the image
-        spans = [(0, 1), (1 + IMAGE_TOKENS, rows - 1 - IMAGE_TOKENS)]
-    for first, count in spans:
+    length = call["output"].shape[row_dim]
+    image = image_rows(call, length)
+    for first, count in ((0, image.start), (image.stop, length - image.stop)):
         assert torch.equal(call["output"].narrow(row_dim, first, count), call["plain"].narrow(row_dim, first, count)), \
-            f"{call['block']}: text query rows changed"
+            f"{call['block']}: query rows other than the image's changed"
 
 
 def assert_matches(output, expected, what):

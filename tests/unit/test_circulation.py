@@ -110,25 +110,26 @@ def test_value_path_matches_materialised(alpha, beta):
 
 @pytest.mark.parametrize("adaptive", [None, "dev"])
 @pytest.mark.parametrize("alpha,beta", [(1.2, 3.0), (0.8, 2.0)])
-def test_a_causal_key_prefix_keeps_its_logits_plain(alpha, beta, adaptive):
-    """Keys before the queries' own tokens (a causal text prefix the call holds no queries for):
-    their logits are q k^T, the queries' own tokens' are modulated as in self-attention, one softmax."""
+@pytest.mark.parametrize("own", [slice(7, 24), slice(5, 15), slice(0, 10)], ids=["after", "between", "before"])
+def test_keys_other_than_the_queries_own_keep_their_logits_plain(alpha, beta, adaptive, own):
+    """Queries of some tokens (a joint call's image) over more keys (its text, references, or a
+    causal prefix the call holds no queries for): the other keys' logits are q k^T, the square block
+    of the queries' own tokens is modulated as in self-attention, and one softmax runs over both."""
     _, q_all, k, v, _, _ = _layer(dtype=torch.float64)
-    prefix = 7
-    q = q_all[:, :, prefix:]
-    out = circulation_attention(q, k, v, alpha, beta, path="value", adaptive=adaptive, key_prefix=prefix)
-    own_q, own_k = q.double(), k[:, :, prefix:].double()
+    q = q_all[:, :, own]
+    out = circulation_attention(q, k, v, alpha, beta, path="value", adaptive=adaptive, own_keys=own)
+    own_q, own_k = q.double(), k[:, :, own].double()
     if adaptive == "dev":  # the symmetry of the square block of the queries' own tokens
         m = own_q @ own_k.transpose(-1, -2)
         alpha = 1 + (alpha - 1) * ((m * m.transpose(-1, -2)).sum((-1, -2)) / (m * m).sum((-1, -2))).mean().item()
     plain = q.double() @ k.double().transpose(-1, -2) / math.sqrt(q.shape[-1])
     scores = own_q @ own_k.transpose(-1, -2)
-    modulated = ((1 + alpha) / 2 * scores + (1 - alpha) / 2 * scores.transpose(-1, -2)) / math.sqrt(q.shape[-1])
-    modulated = torch.cat([plain[..., :prefix], modulated], dim=-1)
+    modulated = plain.clone()
+    modulated[..., own] = ((1 + alpha) / 2 * scores + (1 - alpha) / 2 * scores.transpose(-1, -2)) / math.sqrt(q.shape[-1])
     expected = _blend(plain.softmax(-1) @ v.double(), modulated.softmax(-1) @ v.double(), beta)
     torch.testing.assert_close(out, expected, rtol=1e-10, atol=1e-10)
-    # The prefix matters: without it the same queries' result differs.
-    assert (out - circulation_attention(q, k[:, :, prefix:], v[:, :, prefix:], alpha, beta)).abs().max() > 1e-3
+    # The other keys matter: without them the same queries' result differs.
+    assert (out - circulation_attention(q, k[:, :, own], v[:, :, own], alpha, beta)).abs().max() > 1e-3
 
 
 @pytest.mark.parametrize("bias", [True, False])
@@ -266,10 +267,11 @@ def test_bad_inputs_raise_value_errors_naming_the_argument():
         (dict(ref, x=x[:, :-1]), "x"),
         (dict(ref, w_v=w_v[:-1]), "w_v"),
         (dict(ref, b_v=b_v[:-1]), "b_v"),
-        (dict(q=q[:, :, 3:]), "key_prefix"),
-        (dict(q=q[:, :, 3:], key_prefix=-1), "key_prefix"),
-        (dict(q=q[:, :, 3:], key_prefix=3, path="reference", x=x, w_v=w_v), "key_prefix"),
-        (dict(q=q[:, :, 3:], key_prefix=3, alpha=-1.0), "alpha"),
+        (dict(q=q[:, :, 3:]), "own_keys"),
+        (dict(q=q[:, :, 3:], own_keys=slice(0, 10)), "own_keys"),
+        (dict(q=q[:, :, 3:], own_keys=slice(3, None)), "own_keys"),
+        (dict(q=q[:, :, 3:], own_keys=slice(3, 24), path="reference", x=x, w_v=w_v), "own_keys"),
+        (dict(q=q[:, :, 3:], own_keys=slice(3, 24), alpha=-1.0), "alpha"),
     ]
     for overrides, name in cases:
         args = dict(q=q, k=k, v=v, alpha=1.2, beta=3.0)
