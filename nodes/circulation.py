@@ -1,5 +1,6 @@
 """Circulation control nodes: scale the skew-symmetric ("circulation") part of self-attention
-scores to trade fidelity against diversity (UNet self-attention, DiT joint attention)."""
+scores to trade fidelity against diversity (UNet and DiT self-attention; in a DiT's joint attention,
+the generated image's rows over its own tokens)."""
 import dataclasses
 import logging
 
