@@ -56,7 +56,9 @@ TESTS = ["tests/unit", "tests/integration/test_wiring.py", "tests/integration/te
          "tests/integration/test_layout.py"]
 # Scans the source text for forbidden calls; the mutated copies carry mutmut's own code.
 IGNORED_TESTS = ["tests/unit/test_safety.py"]
-PACK_LINKS = ["__init__.py", "gag_plot.py", "nodes", "tests", "harness", "benchmarks"]  # the unit tests import benchmarks.quality
+# The unit tests import benchmarks.quality and benchmarks.hopfield_toy, the probe node gag_plot, and
+# the interface tests read the shipped workflows.
+PACK_LINKS = ["__init__.py", "gag_plot.py", "nodes", "tests", "harness", "benchmarks", "workflows"]
 # Lines of user-facing prose are not mutated: a test that pinned a tooltip would only restate it.
 # They are the lines naming a tooltip, description or display name (an input's name on the same
 # line goes with them), and the string-only lines that continue such text or a message.
@@ -171,7 +173,8 @@ def stage(paths):
     config = {
         "source_paths": [staged("nodes"), "gag_core"],
         "only_mutate": [staged(p) + ("/*" if (REPO / p).is_dir() else "") for p in paths],
-        "also_copy": [staged(p) for p in ["__init__.py", "tests", "harness", "benchmarks/quality"]],
+        "also_copy": [staged(p) for p in ["__init__.py", "gag_plot.py", "tests", "harness", "benchmarks/quality",
+                                          "benchmarks/hopfield_toy.py", "workflows"]],
         "pytest_add_cli_args": ["-c", staged("tests/pytest.ini"), "-p", "no:cacheprovider", "-p", "mutation",
                                 *[f"--ignore={staged(p)}" for p in IGNORED_TESTS]],
         "pytest_add_cli_args_test_selection": [staged(p) for p in TESTS],
@@ -380,7 +383,7 @@ def main():
                       help="test the survivors that no EXPLAINED entry covers again")
     args = parser.parse_args()
     # Here only: as a plugin, this module must leave sys.path to the copy's tests.
-    sys.path.insert(0, str(REPO / "tests"))
+    sys.path[:0] = [str(REPO / "tests"), str(REPO / "harness")]
     if importlib.util.find_spec("mutmut") is None:
         subprocess.run([sys.executable, "-m", "pip", "install", f"mutmut=={MUTMUT_VERSION}"], check=True)
     folder = stage(args.paths)
