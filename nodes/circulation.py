@@ -58,9 +58,7 @@ class CirculationPatch(SharedOnCopy):
             inputs.update(self._reference_inputs(call))
         q, mask, own_keys = call.q, call.mask, None
         if call.kind == "joint":
-            # Keys before the first query are a causal text prefix the call holds no queries for (HiDream-O1).
-            prefix = call.k.shape[2] - call.q.shape[2]
-            q, own_keys = q[:, :, call.image], slice(call.image.start + prefix, call.image.stop + prefix)
+            q, own_keys = q[:, :, call.image], call.image_keys
             mask = mask[..., call.image, :] if mask is not None and mask.shape[-2] == call.q.shape[2] else mask
         output = circulation_attention(
             q, call.k, call.v, alpha=self.alpha, beta=self.beta, mask=mask,

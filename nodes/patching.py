@@ -119,6 +119,13 @@ class AttentionCall:
     text: slice = None
     image: slice = None
 
+    @property
+    def image_keys(self):
+        """The slice of the keys that are the generated image's own tokens (a joint call): its query
+        rows, shifted past any keys before the first query (HiDream-O1's causal text prefix)."""
+        prefix = self.k.shape[2] - self.q.shape[2]
+        return slice(self.image.start + prefix, self.image.stop + prefix)
+
     def to_output_layout(self, x):
         """(B, H, L, D) -> the layout the caller expects, in the caller's dtype."""
         x = x.to(self.q.dtype)
