@@ -54,6 +54,14 @@ def attention_and_logsumexp(q, k, v, mask=None, max_score_elements=2**24):
     return out, lse
 
 
+def dense_costs_less_in_sparse_pass(device):
+    """Whether a layer's dense (plain) attention output costs less formed by ``sparse_dense_attention``
+    from the logits it forms for the sparse output anyway than by a separate attention call. On CPU it
+    does: PyTorch's attention kernel there costs about as much as the whole pass's matrix products
+    (benchmarks/results/core_cpu.md). On CUDA the fused kernels cost a fraction of a float32 pass."""
+    return device.type == "cpu"
+
+
 def _additive(mask, dtype):
     """A bool keep-mask as the additive mask the fused kernels take (0 kept, -inf dropped)."""
     if mask.dtype != torch.bool:
@@ -144,6 +152,37 @@ def sparse_dense_attention(q, k, v, alpha=1.5, mask=None, key_slice=None, max_sc
             masked,
         )
     return SparseDense(dense, sparse, mass)
+
+
+def combined_attention(q, k, v, combine, alpha=1.5, mask=None, max_score_elements=2**24):
+    """combine(dense, sparse) of the dense and sparse attention over all keys, formed chunk by chunk
+    while each chunk's two outputs are in cache: equal to combine(*sparse_dense_attention(q, k, v,
+    alpha, mask)[:2]) for a ``combine`` that acts on each output vector alone (a GAG or PLADIS rule),
+    without either full-size output or the rule's full-size temporaries.
+
+    q: (B, H, Lq, D); k: (B, H, Lk, D); v: (B, H, Lk, Dv); alpha, mask, max_score_elements: as for
+    ``sparse_dense_attention``. combine: (dense, sparse) -> result, each (b, h, c, Dv) float32.
+    Returns (B, H, Lq, Dv) in q's dtype, laid out in memory like q where Dv = D (a layer's
+    (B, L, H*D) input seen as heads), so that turning it back into that layout copies nothing.
+    """
+    alpha = _checks.entmax_alpha(alpha)
+    _check_qkv(q, k, v)
+    batch, heads, queries, dim = q.shape
+    mask = _checks.mask_4d(mask, (batch, heads, queries, k.shape[2]))
+    k_scaled, v_float = k.float() * (1.0 / math.sqrt(dim)), v.float()
+    out_shape = (batch, heads, queries, v.shape[-1])
+    out = torch.empty_like(q) if v.shape[-1] == dim else q.new_empty(out_shape)
+    rows = _rows_per_chunk(k.shape[2], max_score_elements, q.device)
+    # Chunks that are contiguous in q's memory are read (and written to the output) in one sweep.
+    for index in _chunks(batch, heads, queries, rows, heads_interleaved=q.stride(1) < q.stride(2)):
+        q_chunk = q[index].float()
+        dense = q_chunk.new_empty(q_chunk.shape[:-1] + v.shape[-1:])
+        sparse = torch.empty_like(dense)
+        mask_chunk = _mask_chunk(mask, index)
+        _attend_chunk(_logits(q_chunk, k_scaled[index[:2]], mask_chunk), v_float[index[:2]], alpha, dense, sparse,
+                      None, mask_chunk is not None)
+        out[index] = combine(dense, sparse)
+    return out
 
 
 def _fused_pair(q, k, v, alpha, mask, selected, others, max_score_elements, row_logsumexp, dense):
@@ -291,10 +330,17 @@ def _rows_per_chunk(keys, max_score_elements, device):
     return rows
 
 
-def _chunks(batch, heads, queries, rows):
+def _chunks(batch, heads, queries, rows, heads_interleaved=False):
     """Yield index tuples (batch slice, head slice, query slice) of at most ``rows`` rows that
     cover (batch, heads, queries) and are each contiguous in a (B, H, Lq, ...) tensor: whole
-    batches, else whole heads, else blocks of queries of one head."""
+    batches, else whole heads, else blocks of queries of one head. heads_interleaved: contiguous in
+    a (B, Lq, H, ...) tensor seen as (B, H, Lq, ...) instead, a layer's own layout: blocks of
+    queries with all their heads (or of a single head, where one query's heads exceed ``rows``)."""
+    if heads_interleaved and heads <= rows < heads * queries:
+        for b in range(batch):
+            for start in _block_starts(queries, rows // heads):
+                yield slice(b, b + 1), slice(None), slice(start[0], start[1])
+        return
     if rows >= heads * queries:
         for start in _block_starts(batch, rows // (heads * queries)):
             yield slice(start[0], start[1]), slice(None), slice(None)

@@ -1,10 +1,13 @@
 """The correction that turns a standard attention output into a guided one.
 
-A patched layer keeps the user's own attention backend for its output O and adds
-delta = guided - dense computed here, so an identity rule (strength 0, PLADIS scale 0)
-leaves O bit for bit untouched and the backend's precision is kept everywhere else.
+A patched layer keeps the attention backend's output O and adds delta = guided - dense computed
+here, so an identity rule (strength 0, PLADIS scale 0) leaves O bit for bit untouched and the
+backend's precision is kept everywhere else; ``guided_attention`` forms the whole guided output
+instead, for a layer whose plain attention costs less formed in the same pass.
 """
-from .attention import sparse_dense_attention
+import torch
+
+from .attention import combined_attention, sparse_dense_attention
 
 
 def guidance_delta(q, k, v, rule, alpha=1.5, mask=None, key_slice=None, max_score_elements=2**24, observe=None,
@@ -34,6 +37,28 @@ def guidance_delta(q, k, v, rule, alpha=1.5, mask=None, key_slice=None, max_scor
         observe(dense, sparse)
     delta = rule(dense, sparse).float() - dense.float()
     return (delta if mass is None else mass * delta).to(q.dtype)
+
+
+def guided_attention(q, k, v, rule, strength=1.0, alpha=1.5, mask=None, max_score_elements=2**24, observe=None,
+                     fused=False):
+    """Attention guided by ``rule`` over all keys, dense + strength * (rule(dense, sparse) - dense), with
+    the dense output formed from the same logits as the sparse one: for a layer whose plain attention
+    the pack forms itself where that costs less (``attention.dense_costs_less_in_sparse_pass``).
+
+    q: (B, H, Lq, D); k, v: (B, H, Lk, D); mask, max_score_elements, observe, fused: as for
+    ``guidance_delta``. Returns (B, H, Lq, D) in q's dtype.
+    """
+    def combine(dense, sparse):
+        guided = rule(dense, sparse)
+        return guided if strength == 1.0 else torch.lerp(dense.float(), guided.float(), strength)
+
+    if observe is None and not fused:
+        return combined_attention(q, k, v, combine, alpha, mask, max_score_elements)
+    dense, sparse, _ = sparse_dense_attention(q, k, v, alpha, mask=mask, max_score_elements=max_score_elements,
+                                              fused=fused)
+    if observe is not None:
+        observe(dense, sparse)
+    return combine(dense, sparse).to(q.dtype)
 
 
 def joint_guidance_delta(q, k, v, rule, text, image, alpha=1.5, mask=None, all_keys=False,

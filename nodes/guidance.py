@@ -9,7 +9,7 @@ from comfy_api.latest import io
 from ..gag_core._checks import entmax_alpha, number_in_range
 from ..gag_core.fused import can_compile
 from ..gag_core.guidance import GagRule, PladisRule
-from ..gag_core.delta import guidance_delta, joint_guidance_delta
+from ..gag_core.delta import guidance_delta, guided_attention, joint_guidance_delta
 from .inputs import CATEGORY, alpha_input, layers_input, schedule_inputs
 from .layout import parse_selection
 from .patching import PROBE_KEY, SharedOnCopy, Window, install, model_layout
@@ -45,16 +45,21 @@ class GuidancePatch(SharedOnCopy):
 
     @property
     def is_identity(self):
-        return self.strength == 0.0 or self.rule.is_identity
+        # At alpha 1 entmax is softmax: the sparse output is the dense one, which every rule returns.
+        return self.strength == 0.0 or self.alpha == 1.0 or self.rule.is_identity
 
     def apply(self, call, output, row_logsumexp=None, output_is_plain=False):
         """Add strength * (guided - dense) to the output; in a joint call only the generated image's
         queries change. row_logsumexp: (B, H, L, 1) float32 logsumexp of each row of the
         call's logits, where the base output's kernel gave it. output_is_plain: the output is the
         call's plain attention (no other patch's), so it is the dense output of a whole row, freshly
-        made for this patch, which writes into it."""
+        made for this patch, which writes into it. output None: a cross-attention call's plain
+        attention, not yet formed; the guided output is formed in one pass (``guided_attention``)."""
         recorder = call.options.get(PROBE_KEY)
         observe = None if recorder is None else functools.partial(recorder.guidance, call, self.rule)
+        if output is None:
+            return call.to_output_layout(guided_attention(call.q, call.k, call.v, self.rule, self.strength, self.alpha,
+                                                          mask=call.mask, observe=observe, fused=self.fused))
         plain = call.heads_first(output) if output_is_plain else None
         if call.kind == "cross":
             delta = guidance_delta(call.q, call.k, call.v, self.rule, self.alpha, mask=call.mask, observe=observe,

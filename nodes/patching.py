@@ -31,7 +31,7 @@ import comfy.model_patcher
 import comfy.patcher_extension
 import torch
 
-from ..gag_core.attention import attention_and_logsumexp
+from ..gag_core.attention import attention_and_logsumexp, dense_costs_less_in_sparse_pass
 from .layout import (DIT_STRUCTURES, IMAGE_REFERENCES_TEXT, TEXT_FROM_BLOCK_ARGUMENTS, TEXT_FROM_CAUSAL_PREFIX,
                      TEXT_FROM_EMBEDDING, TEXT_IMAGE_REFERENCES, TEXT_REFERENCES_IMAGE, UNET, detect_layout)
 
@@ -132,6 +132,13 @@ class AttentionCall:
         if self.heads_first_output:
             return x
         return x.transpose(1, 2).reshape(x.shape[0], x.shape[2], -1)
+
+    @property
+    def forms_plain_in_guidance_pass(self):
+        """Whether a guidance patch forms this call's plain attention in its own pass, from the logits
+        it forms anyway, rather than be handed the backend's: a cross-attention call (guided over all
+        its keys) on a device where that costs less (``dense_costs_less_in_sparse_pass``)."""
+        return self.kind == "cross" and dense_costs_less_in_sparse_pass(self.q.device)
 
     def heads_first(self, output):
         """An output in the caller's layout as (B, H, L, D)."""
@@ -307,6 +314,8 @@ class DitAttentionOverride(SharedOnCopy):
             # Overrides installed before ours run on top of the replaced attention.
             func = _ReplacedAttention(self, func)
         elif call is not None and _is_comfy_backend(func) and (self.previous is None or _is_backend_choice(self.previous)):
+            if call.forms_plain_in_guidance_pass:
+                return self.patch.apply(call, None, output_is_plain=True)
             base, row_logsumexp = attention_and_logsumexp(call.q, call.k, call.v, call.mask)
             return self.patch.apply(call, call.to_output_layout(base), row_logsumexp, output_is_plain=True)
         output = self._chain_below(func, *args, **kwargs)
@@ -460,6 +469,8 @@ class UnetAttentionReplace(SharedOnCopy):
         # ComfyUI's own attention, or a backend choice's, is the plain attention guidance starts from.
         override = extra_options.get("optimized_attention_override")
         plain = self.previous is None and (override is None or _is_backend_choice(override))
+        if plain and call.forms_plain_in_guidance_pass:
+            return self.patch.apply(call, None, output_is_plain=True)
         return self.patch.apply(call, self._base(q, k, v, extra_options), output_is_plain=plain)
 
 

@@ -7,11 +7,15 @@ way a model's attention layer makes them. Where a tree's backend ignores a keywo
 """
 import sys
 
+import functools
+
 import comfy.ldm.modules.attention as attention
 import pytest
 import torch
 
 import comfy_env
+import gag_core
+from gag_core.delta import guidance_delta
 from pack_testing import PACK_MODULE, run_node
 
 HEADS, DIM, TEXT, IMAGE = 2, 16, 6, 12  # 18 tokens: a token count read as the head size would show
@@ -293,3 +297,28 @@ def test_a_guided_joint_call_computes_its_base_in_one_fused_call(node_classes, t
                        transformer_options=joint_options(model))
     torch.testing.assert_close(fused, chained, atol=1e-5, rtol=0)
     assert (fused - plain(q, k, v, HEADS, skip_reshape=True)).abs().max() > 1e-3, "the call was not guided"
+
+
+def test_a_guided_cross_attention_call_on_cpu_forms_its_base_in_its_own_pass(node_classes, tiny_model, monkeypatch):
+    """On CPU a guided UNet cross-attention call does not run ComfyUI's attention as well: the pass
+    that forms the sparse output forms the dense one from the same logits, for less than a separate
+    attention call costs there (benchmarks/results/core_cpu.md). Its result is the backend's output
+    plus the guidance, what the pack gives where it keeps the backend's output."""
+    model = run_node(node_classes["GAGAttentionGuidance"], model=tiny_model("sd15"))[0]
+    replaces = model.model_options["transformer_options"]["patches_replace"]["attn2"]
+    key = sorted(replaces)[0]
+    backend, calls = attention.optimized_attention, []
+    monkeypatch.setattr(attention, "optimized_attention", lambda *args, **kwargs: calls.append(args) or backend(*args, **kwargs))
+    generator = torch.Generator().manual_seed(16)
+    q, k, v = (torch.randn(1, tokens, HEADS * DIM, generator=generator) * 2 for tokens in (IMAGE, TEXT, TEXT))
+    sigma = float(model.get_model_object("model_sampling").percent_to_sigma(0.5))
+    extra = {"n_heads": HEADS, "dim_head": DIM, "block": key[:2],
+             patching().CALL_INFO_KEY: patching().CallInfo(sigma=sigma, text_tokens=TEXT)}
+    guided = replaces[key](q, k, v, extra)
+    assert calls == []
+    plain = backend(q, k, v, HEADS)
+    heads = [t.reshape(1, t.shape[1], HEADS, DIM).transpose(1, 2) for t in (q, k, v)]
+    rule = functools.partial(gag_core.gag, scale=10.0, eta=0.03, zeta=0.0, cap="relative")  # the simple node's
+    expected = plain + guidance_delta(*heads, rule).transpose(1, 2).reshape(plain.shape)
+    torch.testing.assert_close(guided, expected, atol=1e-5, rtol=0)
+    assert (guided - plain).abs().max() > 1e-2, "the call was not guided"

@@ -8,8 +8,9 @@ import torch
 from torch.profiler import ProfilerActivity, profile
 
 import gag_core
-from gag_core.attention import attention_and_logsumexp, sparse_dense_attention
-from gag_core.delta import joint_guidance_delta
+import oracle
+from gag_core.attention import attention_and_logsumexp, combined_attention, sparse_dense_attention
+from gag_core.delta import guided_attention, joint_guidance_delta
 
 B, H, LQ, LK, D = 2, 3, 37, 19, 8
 TEXT, IMAGE = slice(0, 8), slice(8, None)  # a joint call's first 8 tokens are text, the rest the image
@@ -139,6 +140,71 @@ def test_value_dim_may_differ(entmax_oracle):
     ref_dense, ref_sparse, _ = _reference(q, k, v, 1.5, entmax_oracle)
     assert dense.shape == (B, H, LQ, 5)
     torch.testing.assert_close(sparse.double(), ref_sparse, atol=1e-5, rtol=0)
+
+
+def _as_a_layer_hands_them(*tensors):
+    """(B, H, L, D) tensors as views of (B, L, H*D) ones, the layout a layer's cross-attention hands
+    its patch: the same values, heads strided."""
+    return [t.transpose(1, 2).contiguous().transpose(1, 2) for t in tensors]
+
+
+GAG_SETTINGS = dict(scale=4.0, eta=0.05, zeta=0.3, cap="relative")
+
+
+@pytest.mark.parametrize("mask_name", [None, "bool_per_batch", "additive"])
+@pytest.mark.parametrize("alpha", [1.5, 2.0])
+@pytest.mark.parametrize("budget_rows", [2, 7, 2 * LQ + 1, B * H * LQ])
+def test_combined_attention_is_the_rule_on_both_outputs(mask_name, alpha, budget_rows):
+    """Chunk by chunk (blocks of queries, of heads, of batches), the rule on each chunk's outputs gives
+    the rule on the whole outputs, laid out like q."""
+    q, k, v = _qkv(seed=8)
+    mask = None if mask_name is None else _masks()[mask_name]
+    rule = functools.partial(gag_core.gag, **GAG_SETTINGS)
+    dense, sparse, _ = sparse_dense_attention(q, k, v, alpha=alpha, mask=mask)
+    layer_q, layer_k, layer_v = _as_a_layer_hands_them(q, k, v)
+    combined = combined_attention(layer_q, layer_k, layer_v, rule, alpha, mask, max_score_elements=3 * LK * budget_rows)
+    torch.testing.assert_close(combined, rule(dense, sparse), atol=1e-5, rtol=1e-5)
+    assert (combined - dense).abs().max() > 0.1, "the rule was not applied"
+    assert combined.stride() == layer_q.stride(), "not laid out like q: the layer's layout would need a copy"
+    if mask_name == "bool_per_batch":  # a row with every key masked
+        assert torch.equal(combined[1, :, 3], torch.zeros(H, D))
+
+
+def test_combined_attention_with_another_value_dim():
+    q, k, v = _qkv(value_dim=5, seed=9)
+    rule = functools.partial(gag_core.gag, **GAG_SETTINGS)
+    combined = combined_attention(q, k, v, rule, 1.5)
+    assert combined.shape == (B, H, LQ, 5)
+    torch.testing.assert_close(combined, rule(*sparse_dense_attention(q, k, v)[:2]), atol=1e-5, rtol=1e-5)
+
+
+@pytest.mark.parametrize("strength", [1.0, 0.4])
+@pytest.mark.parametrize("observed", [False, True])
+def test_guided_attention_matches_the_oracle(strength, observed):
+    """dense + strength (GAG(dense, sparse) - dense) against the float64 oracle; with an observer
+    (the probe) it is handed both whole outputs."""
+    q, k, v = _qkv(seed=10)
+    mask = _masks()["bool_key_padding"]
+    seen = []
+    guided = guided_attention(*_as_a_layer_hands_them(q, k, v), functools.partial(gag_core.gag, **GAG_SETTINGS),
+                              strength, mask=mask, observe=(lambda *pair: seen.append(pair)) if observed else None)
+    dense, _, _ = oracle.dense_sparse(q, k, v, 1.5, mask)
+    rule = functools.partial(oracle.gag, **GAG_SETTINGS)
+    expected = dense + oracle.guidance_delta(q, k, v, rule, 1.5, strength, mask)
+    torch.testing.assert_close(guided.double(), expected, atol=1e-5, rtol=0)
+    assert (expected - dense).abs().max() > 0.1
+    assert len(seen) == int(observed)
+
+
+@pytest.mark.skipif("mutmut" in sys.modules, reason="mutmut's instrumentation of gag_core cannot be compiled")
+def test_the_guided_cross_attention_path_compiles_without_a_graph_break():
+    """No host sync where a patch forms a cross-attention call's guided output in one pass."""
+    q, k, v = _qkv(batch=1, heads=2, queries=40, keys=12, seed=15)
+    rule = functools.partial(gag_core.gag, **GAG_SETTINGS)
+    guided = functools.partial(guided_attention, rule=rule, strength=0.7, max_score_elements=3 * 12 * 16)
+    torch.compiler.reset()
+    compiled = torch.compile(guided, fullgraph=True, backend="eager")
+    torch.testing.assert_close(compiled(q, k, v), guided(q, k, v), atol=1e-6, rtol=0)
 
 
 def _peak_bytes_allocated(fn):

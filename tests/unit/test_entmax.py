@@ -162,7 +162,7 @@ def _hard_rows(keys, std, kind, seed):
 
 
 @pytest.mark.parametrize("alpha", [1.25, 1.5, 1.75, 2.0])
-@pytest.mark.parametrize("keys", [77, 4096])
+@pytest.mark.parametrize("keys", [77, 512, 4096])
 @pytest.mark.parametrize("kind", ["heavy-tailed", "tied", "one peak"])
 def test_the_fixed_number_of_newton_evaluations_reaches_float32_precision(alpha, keys, kind):
     """The solver runs a fixed number of Newton evaluations (no convergence check, which would sync
