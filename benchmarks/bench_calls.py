@@ -160,8 +160,10 @@ def write_report(device, dtype, trials, warmup, rows):
         "attention (PyTorch SDPA) on the same standard normal q, k, v.",
         "",
         "Joint blocks: one fused attention call gives the base output and each row's logsumexp; guidance "
-        "then forms the logits of the text keys only. Cross-attention: the layer's own output is the dense "
-        "output; guidance adds the sparse (entmax) output over the same keys.",
+        "then forms the logits of the text keys only. Cross-attention: on CPU the patch forms the dense and "
+        "the sparse (entmax) output from one set of logits and applies the rule chunk by chunk, instead of "
+        "running ComfyUI's attention as well; on CUDA the layer's own output is the dense output and "
+        "guidance adds the sparse one.",
         f"Extra peak: the most memory the patched call holds at once beyond the unpatched call's, from {memory}.",
         "Fused: the same patch with GAG (Advanced)'s 'fused (compiled)' kernel (one flex_attention call for "
         "the sparse output, a fused attention call for the dense one); compile: what its first call of the "

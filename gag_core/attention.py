@@ -237,7 +237,12 @@ def _attend_chunk(scores, v_selected, alpha, dense_out, sparse_out, mass_out, ma
     """
     row_max, rows_ok = shift_rows_(scores)
     outputs = [sparse_out]
-    if dense_out is not None:
+    if dense_out is not None and mass_out is None:
+        # PyTorch's fused softmax costs less than exp, the row sums and the division apart; the mass
+        # needs the row sums themselves.
+        _matmul_into(dense_out, torch.softmax(scores, dim=-1), v_selected)
+        outputs.append(dense_out)
+    elif dense_out is not None:
         exp_scores = torch.exp(scores)
         total = (exp_scores @ scores.new_ones(scores.shape[-1])).unsqueeze(-1)
         # Normalising the (c x Dv) product instead of the (c x Ls) probabilities saves a pass.
