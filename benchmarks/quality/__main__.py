@@ -1,6 +1,7 @@
 """Command line of the quality bench.
 
     python -m benchmarks.quality train unet|dit [--steps N] [--threads T]
+    python -m benchmarks.quality distill unet-1step|unet-4step|dit-1step|dit-4step [--steps N] [--threads T]
     python -m benchmarks.quality run [--fast] [--models unet,dit] [--cached dit] [--no-report]
 """
 import argparse
@@ -20,6 +21,10 @@ def main(argv=None):
     train_parser.add_argument("--steps", type=int, default=0, help="default: the committed weights' steps")
     train_parser.add_argument("--threads", type=int, default=0, help="torch CPU threads (0: torch's default)")
     train_parser.add_argument("--checkpoint-every", type=int, default=250)
+    distill_parser = commands.add_parser("distill", help="distil a few-step student from its teacher")
+    distill_parser.add_argument("model", choices=["unet-1step", "unet-4step", "dit-1step", "dit-4step"])
+    distill_parser.add_argument("--steps", type=int, default=0, help="default: the committed weights' steps")
+    distill_parser.add_argument("--threads", type=int, default=0, help="torch CPU threads (0: torch's default)")
     run_parser = commands.add_parser("run", help="measure every method on the trained models")
     run_parser.add_argument("--fast", action="store_true", help="the CI version: fewer prompts, steps, settings")
     run_parser.add_argument("--models", default="unet,dit")
@@ -37,6 +42,11 @@ def main(argv=None):
         steps = args.steps or models.TRAIN_STEPS[args.model]
         train.train(args.model, models.TrainConfig(steps=steps), checkpoint_every=args.checkpoint_every,
                     log=lambda line: print(line, flush=True))
+    elif args.command == "distill":
+        from . import distill
+
+        config = distill.DistillConfig(**({"steps": args.steps} if args.steps else {}))
+        distill.distil(args.model, config, log=lambda line: print(line, flush=True))
     else:
         import dataclasses
 

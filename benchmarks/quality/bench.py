@@ -14,6 +14,9 @@ import torch
 from . import metrics, models, scenes
 
 BOOTSTRAP_SAMPLES = 2000
+# The prompts a bench run draws: 1-3 objects as in training, or three objects whose colours and
+# shapes repeat across objects (attribute binding; scenes.binding_scenes).
+PROMPT_SETS = {"random": scenes.random_scenes, "binding": scenes.binding_scenes}
 CACHE_DIR = pathlib.Path(__file__).resolve().parents[2] / ".cache" / "quality_runs"
 SAMPLERS = {"unet": ("euler", "normal"), "dit": ("euler", "simple")}
 
@@ -103,6 +106,7 @@ class BenchConfig:
     models: tuple = ("unet", "dit")
     plan: tuple = FULL_PLAN  # ((Setting, cfg), ...); needs the baseline at both CFGs
     probe: bool = True  # run GAG settings through the geometry probe (how often the cap binds)
+    prompt_set: str = "random"  # a key of PROMPT_SETS
 
 
 FAST = BenchConfig(prompts=24, draws=2, steps=8, plan=FAST_PLAN, probe=False)
@@ -135,7 +139,7 @@ def guidance_geometry(recorder):
 def evaluation_set(config):
     """The prompts, repeated per draw, and one noise tensor shared by every setting."""
     generator = torch.Generator().manual_seed(config.seed)
-    prompts = scenes.random_scenes(config.prompts, generator)
+    prompts = PROMPT_SETS[config.prompt_set](config.prompts, generator)
     repeated = [scene for scene in prompts for _ in range(config.draws)]
     noise = torch.randn((len(repeated), scenes.CHANNELS, scenes.SIZE, scenes.SIZE), generator=generator)
     return prompts, repeated, noise

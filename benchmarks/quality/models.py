@@ -57,6 +57,21 @@ TRAIN_STEPS = {"unet": 2400, "dit": 3000}
 
 
 @dataclasses.dataclass(frozen=True)
+class StudentSpec:
+    teacher: str  # the model (in MODELS) it is distilled from and shares its architecture with
+    steps: int  # sampling steps it is distilled for, at CFG 1
+
+
+# Distilled by benchmarks/quality/distill.py; their weight files sit beside the teachers'.
+STUDENTS = {
+    "unet-1step": StudentSpec("unet", 1),
+    "unet-4step": StudentSpec("unet", 4),
+    "dit-1step": StudentSpec("dit", 1),
+    "dit-4step": StudentSpec("dit", 4),
+}
+
+
+@dataclasses.dataclass(frozen=True)
 class TrainConfig:
     steps: int
     batch: int = 64
@@ -77,20 +92,42 @@ def scenes_config():
     )
 
 
+def architecture(name):
+    """The MODELS entry a teacher or student ``name`` is built as."""
+    if name in STUDENTS:
+        return STUDENTS[name].teacher
+    if name not in MODELS:
+        raise ValueError(f"model must be one of {sorted(MODELS) + sorted(STUDENTS)}, got {name!r}")
+    return name
+
+
+def teacher_config(name):
+    """The TrainConfig of teacher ``name``'s committed weights."""
+    return TrainConfig(steps=TRAIN_STEPS[name])
+
+
 def config_hash(name, train_config):
-    """sha256 of everything that determines the trained weights of model ``name``."""
-    spec = MODELS[name]
-    payload = dict(model=dataclasses.asdict(spec), scenes=scenes_config(), train=dataclasses.asdict(train_config))
+    """sha256 of everything that determines the trained weights of model ``name``; a student's
+    includes its teacher's, so retraining a teacher makes its students stale."""
+    payload = dict(model=dataclasses.asdict(MODELS[architecture(name)]), scenes=scenes_config(),
+                   train=dataclasses.asdict(train_config))
+    if name in STUDENTS:
+        teacher = STUDENTS[name].teacher
+        payload.update(student=dataclasses.asdict(STUDENTS[name]), teacher=config_hash(teacher, teacher_config(teacher)))
     return hashlib.sha256(json.dumps(payload, sort_keys=True).encode()).hexdigest()
+
+
+def retrain_command(name):
+    if name in STUDENTS:
+        return f"python -m benchmarks.quality distill {name}"
+    return f"python -m benchmarks.quality train {name}"
 
 
 def build(name, seed=0):
     """A ComfyUI BaseModel of model ``name`` with seeded initial weights, float32 on the CPU."""
     import tiny_models  # on the path once ComfyUI is imported through comfy_setup
 
-    if name not in MODELS:
-        raise ValueError(f"model must be one of {sorted(MODELS)}, got {name!r}")
-    spec = MODELS[name]
+    spec = MODELS[architecture(name)]
     model = tiny_models.build_base_model(spec.supported_model, spec.unet_config)
     initialise(model.diffusion_model, seed)
     return model
@@ -166,18 +203,20 @@ def load(name, path=None):
     import comfy.model_patcher
     import safetensors
 
+    from .distill import DistillConfig
+
     path = pathlib.Path(path or weights_path(name))
     if not path.exists():
-        raise FileNotFoundError(f"no weights at {path}: train them with `python -m benchmarks.quality train {name}`")
+        raise FileNotFoundError(f"no weights at {path}: train them with `{retrain_command(name)}`")
     with safetensors.safe_open(str(path), framework="pt") as handle:
         metadata = handle.metadata()
         state = unpack_state({key: handle.get_tensor(key) for key in handle.keys()})
-    train_config = TrainConfig(**json.loads(metadata["train"]))
+    train_config = (DistillConfig if name in STUDENTS else TrainConfig)(**json.loads(metadata["train"]))
     expected = config_hash(name, train_config)
     if metadata.get("config_hash") != expected:
         raise RuntimeError(
             f"{path} was trained with another configuration (hash {metadata.get('config_hash')}, current "
-            f"{expected}): retrain with `python -m benchmarks.quality train {name}`"
+            f"{expected}): retrain with `{retrain_command(name)}`"
         )
     model = build(name)
     # Through the tree's own key conversion: parameter names move between ComfyUI versions (FLUX's

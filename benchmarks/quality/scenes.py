@@ -126,6 +126,33 @@ def random_scenes(count, generator):
     return scenes
 
 
+def binding_scenes(count, generator):
+    """``count`` scenes of three objects that share attributes across objects: two colours and two
+    shapes among the three, so that one colour and one shape each name two objects and only the
+    pairing tells them apart ("red circle top-left, blue circle top-right, red square bottom-left").
+    Every object still differs from the others in colour or shape. Drawn from ``generator`` only;
+    scenes the training distribution also draws (up to three objects, any attributes)."""
+
+    def pick(options):
+        return options[int(torch.randint(len(options), (1,), generator=generator))]
+
+    scenes = []
+    for _ in range(count):
+        colours = [COLOURS[i] for i in torch.randperm(len(COLOURS), generator=generator)[:2].tolist()]
+        shapes = [SHAPES[i] for i in torch.randperm(len(SHAPES), generator=generator)[:2].tolist()]
+        # Three of the four (colour, shape) pairings: each colour and each shape is used, one twice.
+        pairings = [(colour, shape) for colour in colours for shape in shapes]
+        pairings.pop(int(torch.randint(4, (1,), generator=generator)))
+        cells = torch.randperm(len(CELLS), generator=generator)[:3].tolist()
+        objects = []
+        for (colour, shape), cell in zip(pairings, cells):
+            size = pick(SIZES)
+            objects.append(SceneObject(size, colour, shape, cell, pick(offsets(size))))
+        order = torch.randperm(3, generator=generator).tolist()
+        scenes.append(Scene(tuple(objects[i] for i in order)))
+    return scenes
+
+
 def token_ids(scene):
     """(PROMPT_TOKENS,) long tensor: four tokens per object, then padding."""
     words = []

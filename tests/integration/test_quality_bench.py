@@ -9,7 +9,7 @@ import safetensors.torch
 import torch
 from PIL import Image
 
-from benchmarks.quality import bench, models, report, train
+from benchmarks.quality import bench, distill, models, report, train
 
 
 @pytest.fixture(scope="module")
@@ -80,3 +80,37 @@ def test_training_is_reproducible(tmp_path):
     assert all(torch.equal(first[key], second[key]) for key in first)
     loaded, loaded_config = models.load("dit", tmp_path / "a.safetensors")
     assert loaded_config == config
+
+
+class _Stopped(Exception):
+    pass
+
+
+def test_distillation_is_reproducible_resumes_and_refuses_a_stale_student(tmp_path):
+    """A student trained in one go equals one stopped after its first step and resumed; its file
+    loads as a student, and a stale one is refused with the command that rebuilds it."""
+    config = distill.DistillConfig(steps=2, trajectories=4, batch=4, warmup_steps=1)
+    whole, resumed = tmp_path / "whole.safetensors", tmp_path / "resumed.safetensors"
+    distill.distil("dit-4step", config, log=lambda line: None, checkpoint_every=1, cache_dir=tmp_path / "a", path=whole)
+
+    def stop_after_first_step(line):
+        if " step 1/" in line:
+            raise _Stopped
+
+    with pytest.raises(_Stopped):
+        distill.distil("dit-4step", config, log=stop_after_first_step, checkpoint_every=1, cache_dir=tmp_path / "b",
+                       path=resumed)
+    distill.distil("dit-4step", config, log=lambda line: None, checkpoint_every=1, cache_dir=tmp_path / "b", path=resumed)
+    first, second = (safetensors.torch.load_file(str(path)) for path in (whole, resumed))
+    assert first.keys() == second.keys() and all(torch.equal(first[key], second[key]) for key in first)
+    teacher = safetensors.torch.load_file(str(models.weights_path("dit")))
+    assert any(not torch.equal(first[key], teacher[key]) for key in first), "the student did not train"
+    student, loaded_config = models.load("dit-4step", whole)
+    assert loaded_config == config
+    with safetensors.safe_open(str(whole), framework="pt") as handle:
+        metadata = dict(handle.metadata())
+    metadata["config_hash"] = "0" * 64
+    stale = tmp_path / "stale.safetensors"
+    safetensors.torch.save_file(first, str(stale), metadata=metadata)
+    with pytest.raises(RuntimeError, match="python -m benchmarks.quality distill dit-4step"):
+        models.load("dit-4step", stale)

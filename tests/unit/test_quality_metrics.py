@@ -109,3 +109,19 @@ def test_committed_weight_format_round_trips_within_half_a_step_per_row():
             assert torch.all(error <= 0.5 * step * 1.01 + 1e-7), key
         else:
             torch.testing.assert_close(back[key], value.half().float())
+
+
+def test_distillation_targets_step_onto_the_teachers_next_state():
+    """The student's target at each coarse sigma is the denoised image whose Euler step from the
+    teacher's state there lands on the teacher's next state; at the last step, its sample."""
+    from benchmarks.quality import distill
+
+    generator = torch.Generator().manual_seed(0)
+    sigmas = torch.tensor([14.6, 3.0, 0.7, 0.0])
+    states = torch.randn(5, 4, 2, 3, generator=generator)
+    targets = distill.targets(states, sigmas)
+    assert targets.shape == (5, 3, 2, 3)
+    for i in range(3):
+        stepped = states[:, i] + (sigmas[i + 1] - sigmas[i]) * (states[:, i] - targets[:, i]) / sigmas[i]
+        torch.testing.assert_close(stepped, states[:, i + 1], atol=1e-5, rtol=1e-5)
+    torch.testing.assert_close(targets[:, -1], states[:, -1])
