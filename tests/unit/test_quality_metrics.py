@@ -125,3 +125,17 @@ def test_distillation_targets_step_onto_the_teachers_next_state():
         stepped = states[:, i] + (sigmas[i + 1] - sigmas[i]) * (states[:, i] - targets[:, i]) / sigmas[i]
         torch.testing.assert_close(stepped, states[:, i + 1], atol=1e-5, rtol=1e-5)
     torch.testing.assert_close(targets[:, -1], states[:, -1])
+
+
+def test_binding_scenes_pair_two_colours_with_two_shapes_over_three_small_objects():
+    generator = torch.Generator().manual_seed(5)
+    drawn = scenes.binding_scenes(50, generator)
+    again = scenes.binding_scenes(50, torch.Generator().manual_seed(5))
+    assert [scene.prompt() for scene in drawn] == [scene.prompt() for scene in again]
+    for scene in drawn:
+        objects = scene.objects
+        assert len(objects) == 3 and len({o.cell for o in objects}) == 3
+        assert all(o.size == "small" for o in objects)
+        assert len({o.colour for o in objects}) == 2 and len({o.shape for o in objects}) == 2
+        assert len({(o.colour, o.shape) for o in objects}) == 3, scene.prompt()
+    assert len({scene.prompt() for scene in drawn}) == 50
