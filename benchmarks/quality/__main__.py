@@ -2,7 +2,7 @@
 
     python -m benchmarks.quality train unet|dit [--steps N] [--threads T]
     python -m benchmarks.quality distill unet-1step|unet-4step|dit-1step|dit-4step [--steps N] [--threads T]
-    python -m benchmarks.quality run [--fast] [--models unet,dit] [--cached dit] [--no-report]
+    python -m benchmarks.quality run [--fast | --students] [--models unet,dit] [--cached dit] [--no-report]
 """
 import argparse
 import sys
@@ -26,8 +26,12 @@ def main(argv=None):
     distill_parser.add_argument("--steps", type=int, default=0, help="default: the committed weights' steps")
     distill_parser.add_argument("--threads", type=int, default=0, help="torch CPU threads (0: torch's default)")
     run_parser = commands.add_parser("run", help="measure every method on the trained models")
-    run_parser.add_argument("--fast", action="store_true", help="the CI version: fewer prompts, steps, settings")
-    run_parser.add_argument("--models", default="unet,dit")
+    which = run_parser.add_mutually_exclusive_group()
+    which.add_argument("--fast", action="store_true", help="the CI version: fewer prompts, steps, settings")
+    which.add_argument("--students", action="store_true",
+                       help="the distilled students at CFG 1 beside their teachers, on the binding prompts")
+    run_parser.add_argument("--models", default="", help="default: the config's (unet,dit; with --students "
+                            "the teachers and their 4- and 1-step students)")
     run_parser.add_argument("--cached", default="", help="models whose runs an earlier `run` saved: reuse them")
     run_parser.add_argument("--no-report", action="store_true", help="only sample and save the runs")
     run_parser.add_argument("--threads", type=int, default=0, help="torch CPU threads (0: torch's default)")
@@ -52,14 +56,15 @@ def main(argv=None):
 
         from . import bench, report
 
-        config = bench.FAST if args.fast else bench.BenchConfig()
-        config = dataclasses.replace(config, models=tuple(args.models.split(",")))
+        config = bench.FAST if args.fast else bench.STUDENTS_BENCH if args.students else bench.BenchConfig()
+        if args.models:
+            config = dataclasses.replace(config, models=tuple(args.models.split(",")))
         results = bench.run(config, comfy_setup.pack_nodes(), log=lambda line: print(line, flush=True),
                             cached=tuple(filter(None, args.cached.split(","))))
         if args.no_report:
             return 0
         prompts, _, _ = bench.evaluation_set(config)
-        name = "quality_fast" if args.fast else "quality"
+        name = "quality_fast" if args.fast else "quality_students" if args.students else "quality"
         report.write(results, config, prompts, name=name, **({"directory": args.output} if args.output else {}))
         print(f"wrote {name}.md, .json, _samples.png, _tradeoff.png")
     return 0

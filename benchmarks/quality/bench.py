@@ -18,7 +18,6 @@ BOOTSTRAP_SAMPLES = 2000
 # shapes repeat across objects (attribute binding; scenes.binding_scenes).
 PROMPT_SETS = {"random": scenes.random_scenes, "binding": scenes.binding_scenes}
 CACHE_DIR = pathlib.Path(__file__).resolve().parents[2] / ".cache" / "quality_runs"
-SAMPLERS = {"unet": ("euler", "normal"), "dit": ("euler", "simple")}
 
 
 @dataclasses.dataclass(frozen=True)
@@ -112,6 +111,22 @@ class BenchConfig:
 FAST = BenchConfig(prompts=24, draws=2, steps=8, plan=FAST_PLAN, probe=False)
 
 
+# The distilled students (models.STUDENTS) at CFG 1, where GAG stands in for CFG, beside their
+# teachers: GAG over a scale grid with the paper's absolute cap and the shipped relative one,
+# PLADIS and circulation. The baseline at CFG 3 is each model's reference (the teacher's is the
+# guided sampler its students were distilled from).
+STUDENT_SETTINGS = (
+    *(Setting(f"GAG {s:g}", "GAG", (gag(s),)) for s in (2.0, 5.0, 10.0, 20.0)),
+    *(Setting(f"GAG {s:g} rel-cap 0.03", "GAG", (gag(s, eta=0.03, cap=RELATIVE),)) for s in (5.0, 10.0, 20.0)),
+    *(Setting(f"PLADIS {s:g}", "PLADIS", (pladis(s),)) for s in (1.0, 2.0)),
+    Setting("circ 1.05/3", "circulation", (circulation(1.05, 3.0),)),
+    Setting("circ 1.2/5", "circulation", (circulation(1.2, 5.0),)),
+)
+STUDENT_PLAN = ((BASELINE, LOW_CFG), (BASELINE, HIGH_CFG), *((setting, LOW_CFG) for setting in STUDENT_SETTINGS))
+STUDENTS_BENCH = BenchConfig(models=("unet", "unet-4step", "unet-1step", "dit", "dit-4step", "dit-1step"),
+                             plan=STUDENT_PLAN, prompt_set="binding")
+
+
 @dataclasses.dataclass
 class Run:
     """The images and counts of one (model, setting, cfg)."""
@@ -183,6 +198,11 @@ def load_runs(config, name):
                 r["geometry"]) for r in torch.load(path, weights_only=True)]
 
 
+def sampling_steps(name, config):
+    """A student samples at the steps it was distilled for, a teacher at the config's."""
+    return models.STUDENTS[name].steps if name in models.STUDENTS else config.steps
+
+
 def run(config, pack_nodes, log=print, cached=()):
     """Samples every (model, setting, cfg) of ``config``, or loads the runs of the models in
     ``cached`` saved by an earlier call; returns the list of Runs."""
@@ -200,7 +220,8 @@ def run(config, pack_nodes, log=print, cached=()):
             recorder = None
             if config.probe and setting.method in GUIDED_METHODS:
                 patched, recorder = pack_nodes["AttentionGeometryProbe"].execute(model=patched).result
-            images = generate(patched, encoder, repeated, noise, cfg, config.steps, SAMPLERS[name])
+            images = generate(patched, encoder, repeated, noise, cfg, sampling_steps(name, config),
+                              models.SAMPLERS[models.architecture(name)])
             model_results.append(Run(name, setting, cfg, images, metrics.score(images, repeated),
                                      metrics.diversity(images, config.draws), guidance_geometry(recorder)))
             log(f"{name} {setting.label} cfg {cfg:g}: " + ", ".join(

@@ -35,7 +35,6 @@ from . import models, scenes, train
 CACHE_DIR = pathlib.Path(__file__).resolve().parents[2] / ".cache" / "distill"
 TEACHER_CFG = 3.0
 TEACHER_STEPS = 12
-SAMPLERS = {"unet": ("euler", "normal"), "dit": ("euler", "simple")}  # as the bench samples each model
 
 
 @dataclasses.dataclass(frozen=True)
@@ -56,7 +55,7 @@ def coarse_sigmas(model_sampling, teacher, steps):
     """(steps + 1,) the sigmas a student of ``steps`` steps samples at: the bench's scheduler."""
     import comfy.samplers
 
-    return comfy.samplers.calculate_sigmas(model_sampling, SAMPLERS[teacher][1], steps).float()
+    return comfy.samplers.calculate_sigmas(model_sampling, models.SAMPLERS[teacher][1], steps).float()
 
 
 def fine_sigmas(model_sampling, teacher, config, student_steps):
@@ -99,7 +98,7 @@ def trajectory_pool(teacher, config, log=print, cache_dir=CACHE_DIR):
                     done=0, generator=torch.Generator().manual_seed(config.seed).get_state())
     generator = torch.Generator()
     generator.set_state(pool["generator"])
-    sampler = comfy.samplers.sampler_object(SAMPLERS[teacher][0])
+    sampler = comfy.samplers.sampler_object(models.SAMPLERS[teacher][0])
     started = time.monotonic()
     while pool["done"] < config.trajectories:
         start = pool["done"]

@@ -52,6 +52,10 @@ MODELS = {
 }
 
 
+# (sampler, scheduler) each model family is sampled with: by the bench, and by a teacher for its students.
+SAMPLERS = {"unet": ("euler", "normal"), "dit": ("euler", "simple")}
+
+
 # Steps of the committed weights: about 80 (unet) and 65 (dit) minutes on one CPU core each.
 TRAIN_STEPS = {"unet": 2400, "dit": 3000}
 

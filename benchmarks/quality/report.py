@@ -7,11 +7,15 @@ from PIL import Image, ImageDraw, ImageFont
 
 from gag_plot import grid, scatter_plot
 
-from . import bench, scenes
+from . import bench, models, scenes
 
 RESULTS_DIR = pathlib.Path(__file__).resolve().parents[1] / "results"
 METRICS = ("colour", "shape", "both", "spurious", "clean", "diversity")
-MODEL_TITLES = {"unet": "UNet (SD1.5 class, cross-attention)", "dit": "DiT (FLUX.1 class, joint attention)"}
+MODEL_TITLES = {
+    "unet": "UNet (SD1.5 class, cross-attention)", "dit": "DiT (FLUX.1 class, joint attention)",
+    "unet-4step": "UNet student, 4 steps", "unet-1step": "UNet student, 1 step",
+    "dit-4step": "DiT student, 4 steps", "dit-1step": "DiT student, 1 step",
+}
 
 
 def summarise(results, config, index):
@@ -35,11 +39,12 @@ def _difference(value, bounds):
     return f"{mark}{value:+.3f}{mark} [{low:+.3f}, {high:+.3f}]"
 
 
-def markdown(rows, config, truth, cfg_effects):
+def markdown(rows, config, truth, cfg_effects, title="Quality bench: what each method does to images of the bench's tiny models"):
+    steps = ", ".join(sorted({f"{bench.sampling_steps(model, config)}" for model in config.models}, key=int))
     lines = [
-        "# Quality bench: what each method does to images of the bench's tiny models",
+        f"# {title}",
         "",
-        f"{config.prompts} prompts x {config.draws} noise draws, {config.steps} euler steps, the same prompts "
+        f"{config.prompts} {config.prompt_set} prompts x {config.draws} noise draws, {steps} euler steps, the same prompts "
         "and noise for every setting. Levels are for the setting itself; the bracketed columns are the paired "
         "difference from the baseline at the same CFG with its 95% bootstrap interval over prompts "
         "(**bold** where the interval excludes 0). Spurious: share of unnamed quadrants that hold an object "
@@ -88,15 +93,17 @@ def to_rgb(images, scale=6):
 
 GRID_SETTINGS = ("baseline", "PLADIS 2", "GAG 5", "GAG 10", "GAG 5 zeta 1", "circ 1.05/3", "circ 1.5/5",
                  "GAG 5 + circ 1.05/3")
+STUDENT_GRID_SETTINGS = ("baseline", "GAG 10", "GAG 10 rel-cap 0.03", "PLADIS 1", "circ 1.05/3")
 
 
-def sample_grid(results, config, prompts, columns=8, draw_index=0):
-    """Rows: the baseline at both CFGs and a few settings at CFG 3, per model; columns: prompts."""
+def sample_grid(results, config, prompts, columns=8, draw_index=0, settings=GRID_SETTINGS, cfg=bench.HIGH_CFG):
+    """Rows: the baseline at both CFGs and ``settings`` at ``cfg``, per model; columns: prompts."""
+    columns = min(columns, len(prompts))
     font = ImageFont.load_default(size=14)
     small = ImageFont.load_default(size=10)
     tile, gap, header, label_width = 112, 4, 52, 260
-    rows = [r for r in results if r.setting.label in GRID_SETTINGS
-            and (r.cfg == bench.HIGH_CFG or r.setting.label == bench.BASELINE.label)]
+    rows = [r for r in results if r.setting.label in settings
+            and (r.cfg == cfg or r.setting.label == bench.BASELINE.label)]
     sheet = Image.new("RGB", (label_width + columns * (tile + gap), header + len(rows) * (tile + gap)), "white")
     draw = ImageDraw.Draw(sheet)
     for column in range(columns):
@@ -130,15 +137,70 @@ def tradeoff_plots(rows, config):
                     (d_div, div_bounds), (d_both, both_bounds) = (row["vs_baseline"][k] for k in ("diversity", "both"))
                     point = (d_div, d_both, div_bounds, both_bounds, row["setting"])
                 groups.setdefault(row["method"], []).append(point)
-            if groups:
+            if set(groups) - {"baseline"}:
                 panels.append(scatter_plot(
                     groups, title=f"{MODEL_TITLES[model]}, CFG {cfg:g}", xlabel="change in diversity",
                     ylabel="change in colour and shape right", size=(900, 640)))
     return grid(panels, columns=2)
 
 
+def students_section(results, config, index):
+    """Markdown answering whether a method helps a distilled student at CFG 1 more than its
+    multi-step teacher, and what share of the gap to the teacher at CFG 3 it closes; every number a
+    paired difference over the same prompts and noise, with its 95% bootstrap interval."""
+    lines = ["", "## Students against their teachers, at CFG 1", "",
+             "Effect: a setting's colour-and-shape-right minus its model's baseline, both at CFG 1. Student - teacher: "
+             f"how much more the setting helps the student than the {config.steps}-step teacher. Gap closed: the effect as a share "
+             "of (teacher at CFG 3 - the model's baseline at CFG 1), the quality that CFG buys and that distillation "
+             "was meant to keep."]
+    for teacher in dict.fromkeys(models.architecture(model) for model in config.models):
+        students = [m for m in config.models if m in models.STUDENTS and models.STUDENTS[m].teacher == teacher]
+        if teacher not in config.models or not students:
+            continue
+
+        def both(model, label, cfg=bench.LOW_CFG):
+            return bench.resampled(bench.find(results, model, label, cfg), config.draws, index)["both"]
+
+        def point(model, label, cfg=bench.LOW_CFG):
+            return bench.levels(bench.find(results, model, label, cfg))["both"]
+
+        reference = both(teacher, bench.BASELINE.label, bench.HIGH_CFG)
+        reference_point = point(teacher, bench.BASELINE.label, bench.HIGH_CFG)
+        lines += ["", f"### {MODEL_TITLES[teacher]} and its students", "",
+                  "| model | baseline CFG 1 | baseline CFG 3 | teacher CFG 3 - baseline CFG 1 |", "|---|---|---|---|"]
+        for model in [teacher, *students]:
+            gap = reference - both(model, bench.BASELINE.label)
+            lines.append(f"| {MODEL_TITLES[model]} | {point(model, bench.BASELINE.label):.3f} "
+                         f"| {point(model, bench.BASELINE.label, bench.HIGH_CFG):.3f} "
+                         f"| {_difference(reference_point - point(model, bench.BASELINE.label), bench.interval(gap))} |")
+        header = ["setting", "teacher: effect"]
+        for student in students:
+            header += [f"{MODEL_TITLES[student]}: effect", "student - teacher", "gap closed"]
+        lines += ["", "| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
+        labels = [s.label for s, cfg in config.plan if cfg == bench.LOW_CFG and s.label != bench.BASELINE.label]
+        for label in labels:
+            def effect(model):
+                return both(model, label) - both(model, bench.BASELINE.label), \
+                    point(model, label) - point(model, bench.BASELINE.label)
+
+            teacher_effect, teacher_point = effect(teacher)
+            cells = [label, _difference(teacher_point, bench.interval(teacher_effect))]
+            for student in students:
+                student_effect, student_point = effect(student)
+                gap = reference - both(student, bench.BASELINE.label)
+                gap_point = reference_point - point(student, bench.BASELINE.label)
+                closed = student_effect / gap.where(gap.abs() > 1e-9, torch.nan)
+                low, high = bench.interval(closed[closed.isfinite()]) if closed.isfinite().any() else (float("nan"),) * 2
+                cells += [_difference(student_point, bench.interval(student_effect)),
+                          _difference(student_point - teacher_point, bench.interval(student_effect - teacher_effect)),
+                          f"{student_point / gap_point:+.0%} [{low:+.0%}, {high:+.0%}]" if gap_point else "no gap"]
+            lines.append("| " + " | ".join(cells) + " |")
+    return lines
+
+
 def write(results, config, prompts, name="quality", directory=RESULTS_DIR):
-    """Writes <name>.md, <name>.json, <name>_samples.png and <name>_tradeoff.png; returns the rows."""
+    """Writes <name>.md, <name>.json, <name>_samples.png and <name>_tradeoff.png; returns the rows.
+    A run with students (models.STUDENTS) adds the comparison of students with their teachers."""
     directory = pathlib.Path(directory)
     directory.mkdir(parents=True, exist_ok=True)
     index = bench.bootstrap_index(config.prompts)
@@ -149,9 +211,16 @@ def write(results, config, prompts, name="quality", directory=RESULTS_DIR):
         low = bench.find(results, model, bench.BASELINE.label, bench.LOW_CFG)
         high = bench.find(results, model, bench.BASELINE.label, bench.HIGH_CFG)
         cfg_effects[model] = bench.paired_difference(high, low, config.draws, index)
-    (directory / f"{name}.md").write_text(markdown(rows, config, truth, cfg_effects))
+    with_students = any(model in models.STUDENTS for model in config.models)
+    text = markdown(rows, config, truth, cfg_effects, **(
+        dict(title="Quality bench: distilled students at CFG 1 beside their teachers") if with_students else {}))
+    if with_students:
+        text += "\n".join(students_section(results, config, index)) + "\n"
+    (directory / f"{name}.md").write_text(text)
     (directory / f"{name}.json").write_text(json.dumps(
-        dict(config=dict(prompts=config.prompts, draws=config.draws, steps=config.steps, seed=config.seed), ground_truth=truth, cfg_effects=cfg_effects, rows=rows), indent=1))
-    sample_grid(results, config, prompts).save(directory / f"{name}_samples.png")
+        dict(config=dict(prompts=config.prompts, draws=config.draws, steps=config.steps, seed=config.seed,
+                         prompt_set=config.prompt_set), ground_truth=truth, cfg_effects=cfg_effects, rows=rows), indent=1))
+    grid_options = dict(settings=STUDENT_GRID_SETTINGS, cfg=bench.LOW_CFG) if with_students else {}
+    sample_grid(results, config, prompts, **grid_options).save(directory / f"{name}_samples.png")
     tradeoff_plots(rows, config).save(directory / f"{name}_tradeoff.png")
     return dict(rows=rows, truth=truth, cfg_effects=cfg_effects)

@@ -3,6 +3,7 @@
 Method effects are measured and written, never asserted: the bench reports them.
 """
 import dataclasses
+import shutil
 
 import pytest
 import safetensors.torch
@@ -114,3 +115,28 @@ def test_distillation_is_reproducible_resumes_and_refuses_a_stale_student(tmp_pa
     safetensors.torch.save_file(first, str(stale), metadata=metadata)
     with pytest.raises(RuntimeError, match="python -m benchmarks.quality distill dit-4step"):
         models.load("dit-4step", stale)
+
+
+def test_the_students_report_compares_each_student_with_its_teacher(tmp_path, monkeypatch, node_classes):
+    """With a student in the run, the report adds its effect at CFG 1 beside its teacher's, the
+    difference and the share of the gap to the teacher at CFG 3, each with an interval."""
+    weights = tmp_path / "weights"
+    weights.mkdir()
+    shutil.copyfile(models.weights_path("dit"), weights / "dit.safetensors")
+    config = distill.DistillConfig(steps=2, trajectories=4, batch=4, warmup_steps=1)
+    distill.distil("dit-1step", config, log=lambda line: None, cache_dir=tmp_path / "cache",
+                   path=weights / "dit-1step.safetensors")
+    monkeypatch.setattr(models, "WEIGHTS_DIR", weights)
+    monkeypatch.setattr(bench, "CACHE_DIR", tmp_path / "runs")
+    plan = ((bench.BASELINE, bench.LOW_CFG), (bench.BASELINE, bench.HIGH_CFG),
+            (bench.Setting("GAG 10", "GAG", (bench.gag(10.0),)), bench.LOW_CFG))
+    small = dataclasses.replace(bench.STUDENTS_BENCH, prompts=4, draws=2, steps=4, models=("dit", "dit-1step"), plan=plan,
+                                probe=False)
+    results = bench.run(small, node_classes, log=lambda line: None)
+    assert bench.find(results, "dit-1step", "baseline", bench.LOW_CFG).images.shape == (8, 4, 16, 16)
+    prompts, _, _ = bench.evaluation_set(small)
+    report.write(results, small, prompts, name="students", directory=tmp_path)
+    text = (tmp_path / "students.md").read_text()
+    assert "## Students against their teachers, at CFG 1" in text
+    row = next(line for line in text.splitlines() if line.startswith("| GAG 10 |") and line.count("|") == 6)
+    assert row.count("[") == 4, row  # teacher effect, student effect, difference, gap closed
