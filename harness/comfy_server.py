@@ -23,8 +23,10 @@ def free_port():
 
 
 class ComfyServer:
-    def __init__(self, base_dir):
+    def __init__(self, base_dir, node_packages=("gag_test_nodes",)):
+        """node_packages: the packages of harness/comfy_nodes linked in beside the pack."""
         self.base_dir = base_dir
+        self.node_packages = node_packages
         self.port = None
         self.process = None
         self.log_path = base_dir / "comfyui.log"
@@ -36,10 +38,12 @@ class ComfyServer:
     def _prepare_base_dir(self):
         nodes = self.base_dir / "custom_nodes"
         nodes.mkdir(parents=True, exist_ok=True)
-        for name, target in (
-            ("ComfyUI-GAG", comfy_env.PACK_DIR),
-            ("gag_test_nodes", comfy_env.TEST_NODES_DIR / "gag_test_nodes"),
-        ):
+        links = {"ComfyUI-GAG": comfy_env.PACK_DIR,
+                 **{name: comfy_env.TEST_NODES_DIR / name for name in self.node_packages}}
+        for link in nodes.iterdir():  # a node package linked by an earlier run with other packages
+            if link.is_symlink() and link.name not in links:
+                link.unlink()
+        for name, target in links.items():
             link = nodes / name
             if not link.exists():
                 link.symlink_to(target, target_is_directory=True)

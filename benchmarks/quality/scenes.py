@@ -152,6 +152,32 @@ def binding_scenes(count, generator):
     return scenes
 
 
+def parse_prompt(text):
+    """The Scene a prompt in the bench's words describes: objects as "size colour shape place",
+    separated by commas, one per place, at most MAX_OBJECTS ("large red circle top-left, small blue
+    square bottom-right"). Each object sits at its cell's corner (scoring reads the cell, not the
+    offset). Raises ValueError naming the first word it does not know and the words it knows."""
+    known = (f"the bench's models know sizes {', '.join(SIZES)}; colours {', '.join(COLOURS)}; shapes "
+             f"{', '.join(SHAPES)}; places {', '.join(CELLS)}; as up to {MAX_OBJECTS} objects of 'size colour "
+             "shape place' separated by commas, one per place, e.g. 'large red circle top-left, small blue square "
+             "bottom-right'")
+    parts = [part.split() for part in text.lower().split(",") if part.strip()]
+    if not parts or len(parts) > MAX_OBJECTS:
+        raise ValueError(f"prompt must name 1 to {MAX_OBJECTS} objects, got {len(parts)} in {text!r}: {known}")
+    objects = []
+    for words in parts:
+        if len(words) != 4:
+            raise ValueError(f"prompt: {' '.join(words)!r} is not 'size colour shape place': {known}")
+        for word, options in zip(words, (SIZES, COLOURS, SHAPES, CELLS)):
+            if word not in options:
+                raise ValueError(f"prompt: unknown word {word!r} in {' '.join(words)!r}: {known}")
+        size, colour, shape, place = words
+        if any(obj.cell == CELLS.index(place) for obj in objects):
+            raise ValueError(f"prompt names two objects at {place}: {known}")
+        objects.append(SceneObject(size, colour, shape, CELLS.index(place), (0, 0)))
+    return Scene(tuple(objects))
+
+
 def token_ids(scene):
     """(PROMPT_TOKENS,) long tensor: four tokens per object, then padding."""
     words = []

@@ -139,3 +139,19 @@ def test_binding_scenes_pair_two_colours_with_two_shapes_over_three_small_object
         assert len({o.colour for o in objects}) == 2 and len({o.shape for o in objects}) == 2
         assert len({(o.colour, o.shape) for o in objects}) == 3, scene.prompt()
     assert len({scene.prompt() for scene in drawn}) == 50
+
+
+def test_a_prompt_in_the_bench_words_is_read_back_and_other_words_are_refused():
+    scene = scenes.parse_prompt("Large red circle top-left, small blue square bottom-right")
+    assert scene.prompt() == "large red circle top-left, small blue square bottom-right"
+    assert [o.cell for o in scene.objects] == [0, 3]
+    assert torch.equal(scenes.token_ids(scene), scenes.token_ids(scenes.Scene(tuple(
+        scenes.SceneObject(o.size, o.colour, o.shape, o.cell, (2, 1)) for o in scene.objects))))
+    for prompt, says in (("large purple circle top-left", "unknown word 'purple'"),
+                         ("red circle top-left", "is not 'size colour shape place'"),
+                         ("small red circle top-left, large blue square top-left", "two objects at top-left"),
+                         (", ".join(["small red circle top-left"] * 4), "1 to 3 objects"),
+                         ("", "1 to 3 objects")):
+        with pytest.raises(ValueError, match=says) as refused:
+            scenes.parse_prompt(prompt)
+        assert "colours red, green, blue, yellow, magenta, cyan" in str(refused.value)
