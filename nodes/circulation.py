@@ -67,7 +67,8 @@ class CirculationPatch(SharedOnCopy):
         recorder = call.options.get(PROBE_KEY)
         if recorder is not None:
             keys = call.k if own_keys is None else call.k[:, :, own_keys]
-            settings = adaptive_settings(q, keys, self.alpha, self.beta, self.adaptive, self.adapt_beta)
+            # The probe records the symmetry and the alpha it gives; adapt_beta moves only beta.
+            settings = adaptive_settings(q, keys, self.alpha, self.beta, self.adaptive)
             hopfield = hopfield_diagnostics_qk(q, keys, output)
             recorder.circulation(call, {
                 "eta_m": settings["symmetry"], "alpha_eff": settings["alpha"],

@@ -89,6 +89,10 @@ EXPLAINED = [
     ("_is_backend_choice", "", "killed outside the run: always false on the run's ComfyUI 0.3.75, which has no "
      "backend choice; on 0.33 the ModelAttentionBackend tests of tests/integration/test_combinations.py fail on "
      "every mutant of it (each applied by hand on 2026-12-01)"),
+    ("AttentionCall.replace_rows", "first_row, ", "equivalent: in_place is only tested for truth, and None is "
+     "as false as False"),
+    ("CirculationPatch.attention", "mask.shape[+", "equivalent: a call's mask is 4-d (_mask_from_comfy makes it so), "
+     "where axis 2 is axis -2"),
     ("_split_heads", "scale != dim_head", "performance only: folding the default scale into q multiplies it by "
      "scale x sqrt(D) = 1; the check saves that pass"),
     ("_joint_call", '"joint"', "equivalent: the rules tell a call's kind only from \"cross\" and \"self\", so any "

@@ -17,6 +17,7 @@ import contextlib
 import dataclasses
 import importlib
 import inspect
+import logging
 import json
 import pathlib
 import re
@@ -923,6 +924,26 @@ def test_a_block_patch_installed_before_the_pack_still_runs_on_sd3(node_classes,
     assert not torch.equal(result, sample(run_node(node_classes["GAGAttentionGuidance"], model=base)[0], "sd3", steps=2))
 
 
+def test_an_attention_override_installed_before_the_pack_runs_on_a_unet_s_unguided_steps(node_classes, tiny_model):
+    """Outside GAG's start/end window a UNet's patched cross-attention calls ComfyUI's attention with
+    the layer's transformer options, so an attention override another pack installed there still
+    runs on them, and the model samples as with that override alone."""
+    seen = []
+
+    def counting(func, *args, **kwargs):
+        seen.append(args[0].shape)
+        return func(*args, **kwargs)
+
+    other = tiny_model("sd15").clone()
+    other.model_options.setdefault("transformer_options", {})["optimized_attention_override"] = counting
+    outside = run_node(node_classes["GAGAttentionGuidance"], model=other, start_percent=1.0, end_percent=1.0)[0]
+    expected = sample(other, "sd15", steps=1)
+    calls_alone = len(seen)
+    seen.clear()
+    assert torch.equal(sample(outside, "sd15", steps=1), expected)
+    assert calls_alone > 0 and len(seen) == calls_alone, (calls_alone, len(seen))
+
+
 def test_a_call_changed_below_the_pack_into_one_it_does_not_patch_gets_plain_attention(node_classes, tiny_model):
     """An override installed before a replacing patch (circulation) is handed the pack's replacement;
     when it passes on a call the pack no longer recognises (here: without its transformer options),
@@ -935,6 +956,25 @@ def test_a_call_changed_below_the_pack_into_one_it_does_not_patch_gets_plain_att
     other.model_options.setdefault("transformer_options", {})["optimized_attention_override"] = strip_options
     patched = run_node(node_classes["AttentionCirculationControl"], model=other, alpha=1.3)[0]
     assert torch.equal(sample(patched, "flux", steps=1), sample(other, "flux", steps=1))
+
+
+def test_an_optionless_module_without_its_attention_function_runs_unpatched_and_says_why(node_classes, tiny_model,
+                                                                                           monkeypatch, caplog):
+    """Where a ComfyUI no longer has the attention function in PixArt's attention module, the pack
+    cannot hand those calls their options: it logs which module and which function, once per block,
+    and the model samples exactly as unpatched."""
+    blocks = importlib.import_module(OPTIONLESS_ATTENTION["pixart_sigma"])
+    model = tiny_model("pixart_sigma")
+    before = sample(model, "pixart_sigma", steps=1)
+    with monkeypatch.context() as moved, caplog.at_level(logging.WARNING):
+        moved.delattr(blocks, "optimized_attention")
+        patched = run_node(node_classes["GAGAttentionGuidance"], model=model)[0]
+    module = type(model.model.diffusion_model.blocks[0].cross_attn).__name__
+    expected = (f"[ComfyUI-GAG] {module}'s attention runs unpatched: its module has no 'optimized_attention' to hand "
+                "the call its options.")
+    messages = [record.getMessage() for record in caplog.records if "ComfyUI-GAG" in record.getMessage()]
+    assert messages == [expected] * len(model.model.diffusion_model.blocks), messages
+    assert torch.equal(sample(patched, "pixart_sigma", steps=1), before)
 
 
 def test_an_optionless_model_s_attention_function_is_its_own_again_after_each_call(node_classes, tiny_model):
