@@ -24,7 +24,6 @@ one thread.
 """
 import dataclasses
 import json
-import math
 import pathlib
 import time
 
@@ -158,15 +157,7 @@ def distil(name, config, log=print, checkpoint_every=100, cache_dir=CACHE_DIR, p
     goals = targets(pool["states"][:, columns], pool["sigmas"][columns])  # (N, steps, ...)
     states = pool["states"][:, columns[:-1]]
     encoder = models.prompt_encoder()
-    optimiser = torch.optim.AdamW(network.parameters(), lr=config.learning_rate, weight_decay=config.weight_decay)
-
-    def learning_rate(step):
-        if step < config.warmup_steps:
-            return (step + 1) / config.warmup_steps
-        progress = (step - config.warmup_steps) / max(1, config.steps - config.warmup_steps)
-        return 0.5 * (1 + math.cos(math.pi * progress))
-
-    schedule = torch.optim.lr_scheduler.LambdaLR(optimiser, learning_rate)
+    optimiser, schedule = train.optimiser_and_schedule(network, config)
     generator = torch.Generator().manual_seed(config.seed)
     checkpoint = cache_dir / f"{name}-{models.config_hash(name, config)[:12]}.ckpt"
     step, running = 0, None

@@ -68,6 +68,20 @@ def batch_loss(model, spec, encoder, config, generator):
     return (loss_weight(spec.prediction, sigma, config.max_loss_weight) * error).mean()
 
 
+def optimiser_and_schedule(network, config):
+    """AdamW over ``network``'s parameters with config's learning rate and weight decay, and its
+    schedule: a linear warm-up over config.warmup_steps, then a cosine decay to 0 at config.steps."""
+    optimiser = torch.optim.AdamW(network.parameters(), lr=config.learning_rate, weight_decay=config.weight_decay)
+
+    def learning_rate(step):
+        if step < config.warmup_steps:
+            return (step + 1) / config.warmup_steps
+        progress = (step - config.warmup_steps) / max(1, config.steps - config.warmup_steps)
+        return 0.5 * (1 + math.cos(math.pi * progress))
+
+    return optimiser, torch.optim.lr_scheduler.LambdaLR(optimiser, learning_rate)
+
+
 def train(name, config, log=print, checkpoint_every=0, path=None):
     """Trains model ``name`` for ``config.steps`` steps and saves the EMA weights."""
     torch.manual_seed(config.seed)
@@ -81,15 +95,7 @@ def train(name, config, log=print, checkpoint_every=0, path=None):
     # A second seeded build starts equal to the model (newer ComfyUI's model config cannot be deep-copied).
     ema = models.build(name, seed=config.seed)
     ema.diffusion_model.requires_grad_(False)
-    optimiser = torch.optim.AdamW(network.parameters(), lr=config.learning_rate, weight_decay=config.weight_decay)
-
-    def learning_rate(step):
-        if step < config.warmup_steps:
-            return (step + 1) / config.warmup_steps
-        progress = (step - config.warmup_steps) / max(1, config.steps - config.warmup_steps)
-        return 0.5 * (1 + math.cos(math.pi * progress))
-
-    schedule = torch.optim.lr_scheduler.LambdaLR(optimiser, learning_rate)
+    optimiser, schedule = optimiser_and_schedule(network, config)
     started = time.monotonic()
     running = None
     for step in range(config.steps):

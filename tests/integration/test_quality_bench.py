@@ -60,16 +60,18 @@ def test_report_is_written(fast_results, tmp_path):
     assert all("vs_baseline" in row for row in summary["rows"])
 
 
-def test_stale_weights_are_refused(tmp_path):
-    source = models.weights_path("dit")
-    state = safetensors.torch.load_file(str(source))
+def _stale_copy(source, target):
+    """A copy of the weight file ``source`` whose recorded configuration hash matches no configuration."""
     with safetensors.safe_open(str(source), framework="pt") as handle:
         metadata = dict(handle.metadata())
     metadata["config_hash"] = "0" * 64
-    stale = tmp_path / "dit.safetensors"
-    safetensors.torch.save_file(state, str(stale), metadata=metadata)
-    with pytest.raises(RuntimeError, match="retrain"):
-        models.load("dit", stale)
+    safetensors.torch.save_file(safetensors.torch.load_file(str(source)), str(target), metadata=metadata)
+    return target
+
+
+def test_stale_weights_are_refused(tmp_path):
+    with pytest.raises(RuntimeError, match="retrain with `python -m benchmarks.quality train dit`"):
+        models.load("dit", _stale_copy(models.weights_path("dit"), tmp_path / "dit.safetensors"))
 
 
 def test_training_is_reproducible(tmp_path):
@@ -106,15 +108,10 @@ def test_distillation_is_reproducible_resumes_and_refuses_a_stale_student(tmp_pa
     assert first.keys() == second.keys() and all(torch.equal(first[key], second[key]) for key in first)
     teacher = safetensors.torch.load_file(str(models.weights_path("dit")))
     assert any(not torch.equal(first[key], teacher[key]) for key in first), "the student did not train"
-    student, loaded_config = models.load("dit-4step", whole)
+    _, loaded_config = models.load("dit-4step", whole)
     assert loaded_config == config
-    with safetensors.safe_open(str(whole), framework="pt") as handle:
-        metadata = dict(handle.metadata())
-    metadata["config_hash"] = "0" * 64
-    stale = tmp_path / "stale.safetensors"
-    safetensors.torch.save_file(first, str(stale), metadata=metadata)
-    with pytest.raises(RuntimeError, match="python -m benchmarks.quality distill dit-4step"):
-        models.load("dit-4step", stale)
+    with pytest.raises(RuntimeError, match="retrain with `python -m benchmarks.quality distill dit-4step`"):
+        models.load("dit-4step", _stale_copy(whole, tmp_path / "stale.safetensors"))
 
 
 def test_the_students_report_compares_each_student_with_its_teacher(tmp_path, monkeypatch, node_classes):
