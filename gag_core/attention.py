@@ -55,8 +55,8 @@ def attention_and_logsumexp(q, k, v, mask=None, max_score_elements=2**24):
 
 
 def dense_costs_less_in_sparse_pass(device):
-    """Whether a layer's dense (plain) attention output costs less formed by ``sparse_dense_attention``
-    from the logits it forms for the sparse output anyway than by a separate attention call. On CPU it
+    """Whether a layer's dense (plain) attention output costs less formed in the sparse output's pass
+    (``combined_attention``), from the logits it forms anyway, than by a separate attention call. On CPU it
     does: PyTorch's attention kernel there costs about as much as the whole pass's matrix products
     (benchmarks/results/core_cpu.md). On CUDA the fused kernels cost a fraction of a float32 pass."""
     return device.type == "cpu"
