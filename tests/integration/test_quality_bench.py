@@ -13,9 +13,11 @@ from PIL import Image
 from benchmarks.quality import bench, distill, models, report, train
 
 
-# Colour and shape right together that each student clears at CFG 1 on STUDENTS_FAST's prompts (the
-# 4-step DiT student scored 0.875 there; a broken or untrained student scores far below).
-STUDENT_FLOOR = {"dit-4step": 0.7}
+# (colour and shape right together, clean pixels) that each student clears at CFG 1 on STUDENTS_FAST's
+# prompts. The 4-step DiT student scored 0.875 and 0.997 there, the 1-step one 0.778 and 0.892 (one
+# step of a regression-distilled student blurs some edges); a broken or untrained student scores
+# far below.
+STUDENT_FLOOR = {"dit-4step": (0.7, 0.95), "dit-1step": (0.6, 0.8)}
 
 
 @pytest.fixture(scope="module")
@@ -35,7 +37,8 @@ def test_a_distilled_student_at_cfg_1_draws_the_binding_prompts(student_results,
     """The committed students stand for a distilled model: at CFG 1, in their few steps, they draw
     most named objects right on the hard prompts, with clean pixels."""
     level = bench.levels(bench.find(student_results, model, bench.BASELINE.label, bench.LOW_CFG))
-    assert level["both"] > STUDENT_FLOOR[model] and level["clean"] > 0.9, level
+    both, clean = STUDENT_FLOOR[model]
+    assert level["both"] > both and level["clean"] > clean, level
 
 
 @pytest.mark.parametrize("model", bench.STUDENTS_FAST.models)
