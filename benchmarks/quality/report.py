@@ -152,7 +152,7 @@ def students_section(results, config, index):
              "Effect: a setting's colour-and-shape-right minus its model's baseline, both at CFG 1. Student - teacher: "
              f"how much more the setting helps the student than the {config.steps}-step teacher. Gap closed: the effect as a share "
              "of (teacher at CFG 3 - the model's baseline at CFG 1), the quality that CFG buys and that distillation "
-             "was meant to keep."]
+             "was meant to keep; 'no gap to close' where that difference's interval does not lie above 0."]
     for teacher in dict.fromkeys(models.architecture(model) for model in config.models):
         students = [m for m in config.models if m in models.STUDENTS and models.STUDENTS[m].teacher == teacher]
         if teacher not in config.models or not students:
@@ -189,11 +189,15 @@ def students_section(results, config, index):
                 student_effect, student_point = effect(student)
                 gap = reference - both(student, bench.BASELINE.label)
                 gap_point = reference_point - point(student, bench.BASELINE.label)
-                closed = student_effect / gap.where(gap.abs() > 1e-9, torch.nan)
-                low, high = bench.interval(closed[closed.isfinite()]) if closed.isfinite().any() else (float("nan"),) * 2
+                gap_low, gap_high = bench.interval(gap)
+                if gap_low <= 0:  # no gap resolved: a share of it would be noise over noise
+                    closed_cell = "no gap to close"
+                else:
+                    low, high = bench.interval(student_effect / gap)
+                    closed_cell = f"{student_point / gap_point:+.0%} [{low:+.0%}, {high:+.0%}]"
                 cells += [_difference(student_point, bench.interval(student_effect)),
                           _difference(student_point - teacher_point, bench.interval(student_effect - teacher_effect)),
-                          f"{student_point / gap_point:+.0%} [{low:+.0%}, {high:+.0%}]" if gap_point else "no gap"]
+                          closed_cell]
             lines.append("| " + " | ".join(cells) + " |")
     return lines
 
