@@ -23,7 +23,6 @@ training checkpoints: a stopped run resumes where it stopped, with the same resu
 one thread.
 """
 import dataclasses
-import json
 import pathlib
 import time
 
@@ -81,7 +80,7 @@ def trajectory_pool(teacher, config, log=print, cache_dir=CACHE_DIR):
 
     cache_dir.mkdir(parents=True, exist_ok=True)
     path = cache_dir / f"pool-{teacher}-{models.config_hash(teacher, models.teacher_config(teacher))[:12]}-" \
-                       f"{_short_hash(dataclasses.replace(config, steps=0, batch=0))}.pt"
+                       f"{models.digest(dataclasses.asdict(dataclasses.replace(config, steps=0, batch=0)))[:12]}.pt"
     pool = torch.load(path, weights_only=True) if path.exists() else None
     if pool is not None and pool["done"] == config.trajectories:
         return pool
@@ -195,9 +194,3 @@ def distil(name, config, log=print, checkpoint_every=100, cache_dir=CACHE_DIR, p
             log(f"{name} step {step}/{config.steps} loss {running:.5f} {time.monotonic() - started:.0f}s")
     models.save(name, ema, config, path)
     return ema
-
-
-def _short_hash(config):
-    import hashlib
-
-    return hashlib.sha256(json.dumps(dataclasses.asdict(config), sort_keys=True).encode()).hexdigest()[:12]

@@ -118,6 +118,11 @@ def config_hash(name, train_config):
     if name in STUDENTS:
         teacher = STUDENTS[name].teacher
         payload.update(student=dataclasses.asdict(STUDENTS[name]), teacher=config_hash(teacher, teacher_config(teacher)))
+    return digest(payload)
+
+
+def digest(payload):
+    """sha256 hex digest of a JSON-serialisable payload, independent of its key order."""
     return hashlib.sha256(json.dumps(payload, sort_keys=True).encode()).hexdigest()
 
 

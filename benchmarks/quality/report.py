@@ -11,11 +11,10 @@ from . import bench, models, scenes
 
 RESULTS_DIR = pathlib.Path(__file__).resolve().parents[1] / "results"
 METRICS = ("colour", "shape", "both", "spurious", "clean", "diversity")
-MODEL_TITLES = {
-    "unet": "UNet (SD1.5 class, cross-attention)", "dit": "DiT (FLUX.1 class, joint attention)",
-    "unet-4step": "UNet student, 4 steps", "unet-1step": "UNet student, 1 step",
-    "dit-4step": "DiT student, 4 steps", "dit-1step": "DiT student, 1 step",
-}
+ARCHITECTURE_NAMES = {"unet": "UNet", "dit": "DiT"}
+MODEL_TITLES = {"unet": "UNet (SD1.5 class, cross-attention)", "dit": "DiT (FLUX.1 class, joint attention)"} | {
+    name: f"{ARCHITECTURE_NAMES[spec.teacher]} student, {spec.steps} step{'s' * (spec.steps > 1)}"
+    for name, spec in models.STUDENTS.items()}
 
 
 def summarise(results, config, index):
