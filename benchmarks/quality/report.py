@@ -146,59 +146,116 @@ def tradeoff_plots(rows, config):
 def students_section(results, config, index):
     """Markdown answering whether a method helps a distilled student at CFG 1 more than its
     multi-step teacher, and what share of the gap to the teacher at CFG 3 it closes; every number a
-    paired difference over the same prompts and noise, with its 95% bootstrap interval."""
-    lines = ["", "## Students against their teachers, at CFG 1", "",
+    paired difference over the same prompts and noise, with its 95% bootstrap interval. The answer
+    that opens it is read off the tables below it."""
+    intro = ["", "## Students against their teachers, at CFG 1", "",
              "Effect: a setting's colour-and-shape-right minus its model's baseline, both at CFG 1. Student - teacher: "
              f"how much more the setting helps the student than the {config.steps}-step teacher. Gap closed: the effect as a share "
              "of (teacher at CFG 3 - the model's baseline at CFG 1), the quality that CFG buys and that distillation "
              "was meant to keep; 'no gap to close' where that difference's interval does not lie above 0."]
+    answers, tables = [], []
     for teacher in dict.fromkeys(models.architecture(model) for model in config.models):
         students = [m for m in config.models if m in models.STUDENTS and models.STUDENTS[m].teacher == teacher]
         if teacher not in config.models or not students:
             continue
-
-        def both(model, label, cfg=bench.LOW_CFG):
-            return bench.resampled(bench.find(results, model, label, cfg), config.draws, index)["both"]
-
-        def point(model, label, cfg=bench.LOW_CFG):
-            return bench.levels(bench.find(results, model, label, cfg))["both"]
-
-        reference = both(teacher, bench.BASELINE.label, bench.HIGH_CFG)
-        reference_point = point(teacher, bench.BASELINE.label, bench.HIGH_CFG)
-        lines += ["", f"### {MODEL_TITLES[teacher]} and its students", "",
-                  "| model | baseline CFG 1 | baseline CFG 3 | teacher CFG 3 - baseline CFG 1 |", "|---|---|---|---|"]
+        comparison = _StudentComparison(results, config, index, teacher)
+        tables += ["", f"### {MODEL_TITLES[teacher]} and its students", "",
+                   "| model | baseline CFG 1 | baseline CFG 3 | teacher CFG 3 - baseline CFG 1 |", "|---|---|---|---|"]
         for model in [teacher, *students]:
-            gap = reference - both(model, bench.BASELINE.label)
-            lines.append(f"| {MODEL_TITLES[model]} | {point(model, bench.BASELINE.label):.3f} "
-                         f"| {point(model, bench.BASELINE.label, bench.HIGH_CFG):.3f} "
-                         f"| {_difference(reference_point - point(model, bench.BASELINE.label), bench.interval(gap))} |")
+            tables.append(f"| {MODEL_TITLES[model]} | {comparison.point(model, bench.BASELINE.label):.3f} "
+                          f"| {comparison.point(model, bench.BASELINE.label, bench.HIGH_CFG):.3f} "
+                          f"| {_difference(*comparison.gap(model))} |")
         header = ["setting", "teacher: effect"]
         for student in students:
             header += [f"{MODEL_TITLES[student]}: effect", "student - teacher", "gap closed"]
-        lines += ["", "| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
-        labels = [s.label for s, cfg in config.plan if cfg == bench.LOW_CFG and s.label != bench.BASELINE.label]
-        for label in labels:
-            def effect(model):
-                return both(model, label) - both(model, bench.BASELINE.label), \
-                    point(model, label) - point(model, bench.BASELINE.label)
-
-            teacher_effect, teacher_point = effect(teacher)
-            cells = [label, _difference(teacher_point, bench.interval(teacher_effect))]
+        tables += ["", "| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
+        settings = [s for s, cfg in config.plan if cfg == bench.LOW_CFG and s.label != bench.BASELINE.label]
+        for setting in settings:
+            cells = [setting.label, _difference(*comparison.effect(teacher, setting.label))]
             for student in students:
-                student_effect, student_point = effect(student)
-                gap = reference - both(student, bench.BASELINE.label)
-                gap_point = reference_point - point(student, bench.BASELINE.label)
-                gap_low, gap_high = bench.interval(gap)
-                if gap_low <= 0:  # no gap resolved: a share of it would be noise over noise
-                    closed_cell = "no gap to close"
-                else:
-                    low, high = bench.interval(student_effect / gap)
-                    closed_cell = f"{student_point / gap_point:+.0%} [{low:+.0%}, {high:+.0%}]"
-                cells += [_difference(student_point, bench.interval(student_effect)),
-                          _difference(student_point - teacher_point, bench.interval(student_effect - teacher_effect)),
-                          closed_cell]
-            lines.append("| " + " | ".join(cells) + " |")
-    return lines
+                closed = comparison.gap_closed(student, setting.label)
+                cells += [_difference(*comparison.effect(student, setting.label)),
+                          _difference(*comparison.beyond_teacher(student, setting.label)),
+                          "no gap to close" if closed is None
+                          else f"{closed[0]:+.0%} [{closed[1][0]:+.0%}, {closed[1][1]:+.0%}]"]
+            tables.append("| " + " | ".join(cells) + " |")
+        answers += [comparison.answer(student, settings) for student in students]
+    if not answers:
+        return intro
+    return intro + ["", "**The answer, read off the tables below** (GAG settings only; 'beyond noise': the 95% interval "
+                    "excludes 0):", "", *answers] + tables
+
+
+class _StudentComparison:
+    """Paired colour-and-shape-right differences between a teacher, its students and the settings
+    run on them: each a (point value, (low, high) 95% bootstrap interval)."""
+
+    def __init__(self, results, config, index, teacher):
+        self.results, self.config, self.index, self.teacher = results, config, index, teacher
+
+    def resampled(self, model, label, cfg=bench.LOW_CFG):
+        return bench.resampled(bench.find(self.results, model, label, cfg), self.config.draws, self.index)["both"]
+
+    def point(self, model, label, cfg=bench.LOW_CFG):
+        return bench.levels(bench.find(self.results, model, label, cfg))["both"]
+
+    def _paired(self, point, resampled):
+        return point, bench.interval(resampled)
+
+    def effect(self, model, label):
+        """The setting minus the model's baseline, both at CFG 1."""
+        return self._paired(self.point(model, label) - self.point(model, bench.BASELINE.label),
+                            self.resampled(model, label) - self.resampled(model, bench.BASELINE.label))
+
+    def gap(self, model):
+        """The teacher at CFG 3 minus the model's baseline at CFG 1."""
+        return self._paired(self.point(self.teacher, bench.BASELINE.label, bench.HIGH_CFG) - self.point(model, bench.BASELINE.label),
+                            self.resampled(self.teacher, bench.BASELINE.label, bench.HIGH_CFG)
+                            - self.resampled(model, bench.BASELINE.label))
+
+    def beyond_teacher(self, student, label):
+        """The setting's effect on the student minus its effect on the teacher."""
+        return self._paired(self.effect(student, label)[0] - self.effect(self.teacher, label)[0],
+                            self.resampled(student, label) - self.resampled(student, bench.BASELINE.label)
+                            - self.resampled(self.teacher, label) + self.resampled(self.teacher, bench.BASELINE.label))
+
+    def gap_closed(self, student, label):
+        """The effect as a share of the gap, or None where the gap's interval does not lie above 0
+        (a share of it would be noise over noise)."""
+        gap_point, (gap_low, _) = self.gap(student)
+        if gap_low <= 0:
+            return None
+        gap = self.resampled(self.teacher, bench.BASELINE.label, bench.HIGH_CFG) - self.resampled(student, bench.BASELINE.label)
+        effect = self.resampled(student, label) - self.resampled(student, bench.BASELINE.label)
+        return self.effect(student, label)[0] / gap_point, bench.interval(effect / gap)
+
+    def answer(self, student, settings):
+        """One bullet: does GAG help the student more than its teacher, does it help the student at
+        all, what does it cost it, and what share of the gap to CFG does it close."""
+        labels = [s.label for s in settings if s.method == "GAG"]
+        beyond = {label: self.beyond_teacher(student, label) for label in labels}
+        effects = {label: self.effect(student, label) for label in labels}
+
+        def named(chosen):
+            return ", ".join(f"{label} {_difference(*values)}" for label, values in chosen.items()) or "none"
+
+        closest = max(labels, key=lambda label: beyond[label][0])
+        more = {label: v for label, v in beyond.items() if v[1][0] > 0}
+        helps = {label: v for label, v in effects.items() if v[1][0] > 0}
+        costs = {label: v for label, v in effects.items() if v[1][1] < 0}
+        gap = self.gap(student)
+        if gap[1][0] <= 0:
+            gap_text = f"there is no gap to close (teacher at CFG 3 - student at CFG 1: {_difference(*gap)})"
+        else:
+            shares = {label: self.gap_closed(student, label) for label in labels}
+            best = max(labels, key=lambda label: shares[label][0])
+            share, (low, high) = shares[best]
+            gap_text = (f"the gap is {_difference(*gap)}; the most any GAG setting closes is {share:+.0%} "
+                        f"[{low:+.0%}, {high:+.0%}] ({best})")
+        return (f"- **{MODEL_TITLES[student]}**: GAG helps it more than its teacher beyond noise in "
+                f"{len(more)} of {len(labels)} settings ({named(more) if more else f'closest: {closest} {_difference(*beyond[closest])}'}); "
+                f"it raises the student's own adherence in {len(helps)} ({named(helps)}) and lowers it in {len(costs)} "
+                f"({', '.join(costs) or 'none'}). Gap to CFG: {gap_text}.")
 
 
 def write(results, config, prompts, name="quality", directory=RESULTS_DIR):

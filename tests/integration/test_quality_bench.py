@@ -176,3 +176,7 @@ def test_the_students_report_compares_each_student_with_its_teacher(tmp_path, mo
     row = next(line for line in text.splitlines() if line.startswith("| GAG 10 |") and line.count("|") == 6)
     # The teacher's effect, the student's, their difference, and the gap closed (or why there is none).
     assert row.count("[") == 3 + row.endswith("] |") and ("no gap to close" in row or "%" in row), row
+    # The answer to the bench's question opens the section, one line per student, read off that row.
+    answer = next(line for line in text.splitlines() if line.startswith("- **DiT student, 1 step**"))
+    assert "GAG helps it more than its teacher beyond noise in" in answer and " of 1 settings (" in answer, answer
+    assert row.split(" | ")[3].split(" [")[0].strip("*") in answer, (row, answer)
