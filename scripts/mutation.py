@@ -115,6 +115,12 @@ EXPLAINED = [
      "UNet's attn2 replace patch gets none, Cosmos-type cross-attention passes none)"),
     ("GuidancePatch.apply", "add_to_rows(output, self._scaled(delta), ", "equivalent: a cross-attention delta covers "
      "every row, which add_to_rows adds whole whatever the first row"),
+    ("guided_attention", "fused=", "performance only: the fused kernels give the same outputs to rounding "
+     "(tests/unit/test_fused.py), and None is as false as False"),
+    ("guided_attention", "strength == ", "equivalent: at strength 1 the lerp gives the guided output itself; the "
+     "check only saves that pass"),
+    ("guided_attention", "observe is None and ", "performance only: both branches give the same output "
+     "(test_guided_attention_matches_the_oracle checks each); the one-pass branch forms no full-size output"),
     ("gag", "g_norm > ", "equivalent: ||g|| equals the cap's limit exactly only by chance"),
     ("joint_guidance_delta", "mask.shape[", "equivalent: the pack hands gag_core 4-D masks (nodes.patching._mask_from_comfy), "
      "whose axis 2 is axis -2"),

@@ -181,19 +181,48 @@ def test_combined_attention_with_another_value_dim():
 @pytest.mark.parametrize("strength", [1.0, 0.4])
 @pytest.mark.parametrize("observed", [False, True])
 def test_guided_attention_matches_the_oracle(strength, observed):
-    """dense + strength (GAG(dense, sparse) - dense) against the float64 oracle; with an observer
-    (the probe) it is handed both whole outputs."""
+    """dense + strength (GAG(dense, sparse) - dense) against the float64 oracle, at a sparsity other
+    than the default; with an observer (the probe) it is handed both whole outputs."""
     q, k, v = _qkv(seed=10)
     mask = _masks()["bool_key_padding"]
     seen = []
     guided = guided_attention(*_as_a_layer_hands_them(q, k, v), functools.partial(gag_core.gag, **GAG_SETTINGS),
-                              strength, mask=mask, observe=(lambda *pair: seen.append(pair)) if observed else None)
-    dense, _, _ = oracle.dense_sparse(q, k, v, 1.5, mask)
+                              strength, alpha=1.3, mask=mask,
+                              observe=(lambda *pair: seen.append(pair)) if observed else None)
+    dense, sparse, _ = oracle.dense_sparse(q, k, v, 1.3, mask)
     rule = functools.partial(oracle.gag, **GAG_SETTINGS)
-    expected = dense + oracle.guidance_delta(q, k, v, rule, 1.5, strength, mask)
+    expected = dense + oracle.guidance_delta(q, k, v, rule, 1.3, strength, mask)
     torch.testing.assert_close(guided.double(), expected, atol=1e-5, rtol=0)
     assert (expected - dense).abs().max() > 0.1
     assert len(seen) == int(observed)
+    if observed:
+        torch.testing.assert_close(seen[0][0].double(), dense, atol=1e-5, rtol=0)
+        torch.testing.assert_close(seen[0][1].double(), sparse, atol=1e-5, rtol=0)
+
+
+@pytest.mark.parametrize("observed", [False, True])
+def test_guided_attention_returns_q_dtype(observed):
+    """A half-precision layer gets its output back in its own dtype, observed or not."""
+    q, k, v = _qkv(seed=11, dtype=torch.bfloat16)
+    rule = functools.partial(gag_core.gag, **GAG_SETTINGS)
+    guided = guided_attention(q, k, v, rule, 0.5, observe=(lambda dense, sparse: None) if observed else None)
+    assert guided.dtype == torch.bfloat16
+
+
+@pytest.mark.parametrize("observed", [False, True])
+def test_guided_attention_keeps_to_the_score_budget(observed):
+    """Both ways of forming the guided output (in one pass, or with the whole outputs the probe
+    observes) chunk their scores by max_score_elements: an unchunked call holds megabytes more."""
+    q, k, v = _qkv(batch=1, heads=2, queries=4096, keys=64, dim=16, seed=7)
+    rule = functools.partial(gag_core.gag, **GAG_SETTINGS)
+
+    def peak(max_score_elements):
+        return _peak_bytes_allocated(lambda: guided_attention(
+            q, k, v, rule, observe=(lambda dense, sparse: None) if observed else None,
+            max_score_elements=max_score_elements))
+
+    unchunked_scores = 2 * 4096 * 64 * 4
+    assert peak(2**30) - peak(2**14) > unchunked_scores
 
 
 @pytest.mark.skipif("mutmut" in sys.modules, reason="mutmut's instrumentation of gag_core cannot be compiled")
