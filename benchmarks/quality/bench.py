@@ -127,7 +127,7 @@ STUDENTS_BENCH = BenchConfig(models=("unet", "unet-4step", "unet-1step", "dit", 
                              plan=STUDENT_PLAN, prompt_set="binding")
 # The CI version: the students alone, with the controls and each simple node at its defaults at CFG 1.
 STUDENTS_FAST = BenchConfig(
-    prompts=24, draws=2, models=("dit-4step", "dit-1step", "unet-4step"), probe=False, prompt_set="binding",
+    prompts=24, draws=2, models=("dit-4step", "dit-1step", "unet-4step", "unet-1step"), probe=False, prompt_set="binding",
     plan=((BASELINE, LOW_CFG), (BASELINE, HIGH_CFG), *((setting, LOW_CFG) for setting in IDENTITY_SETTINGS),
           *((setting, LOW_CFG) for setting, cfg in FAST_PLAN if setting.method not in ("baseline", "identity"))),
 )

@@ -250,8 +250,8 @@ class _StudentComparison:
             shares = {label: self.gap_closed(student, label) for label in labels}
             best = max(labels, key=lambda label: shares[label][0])
             share, (low, high) = shares[best]
-            gap_text = (f"the gap is {_difference(*gap)}; the most any GAG setting closes is {share:+.0%} "
-                        f"[{low:+.0%}, {high:+.0%}] ({best})")
+            gap_text = (f"the gap is {_difference(*gap)}; the best GAG setting for it, {best}, closes {share:+.0%} "
+                        f"[{low:+.0%}, {high:+.0%}] of it")
         return (f"- **{MODEL_TITLES[student]}**: GAG helps it more than its teacher beyond noise in "
                 f"{len(more)} of {len(labels)} settings ({named(more) if more else f'closest: {closest} {_difference(*beyond[closest])}'}); "
                 f"it raises the student's own adherence in {len(helps)} ({named(helps)}) and lowers it in {len(costs)} "

@@ -15,9 +15,12 @@ from benchmarks.quality import bench, distill, models, report, train
 
 # (colour and shape right together, clean pixels) that each student clears at CFG 1 on STUDENTS_FAST's
 # prompts. The 4-step DiT student scored 0.875 and 0.997 there, the 1-step one 0.778 and 0.892 (one
-# step of a regression-distilled student blurs some edges), the 4-step UNet student 0.910 and 0.976;
-# a broken or untrained student scores far below.
-STUDENT_FLOOR = {"dit-4step": (0.7, 0.95), "dit-1step": (0.6, 0.8), "unet-4step": (0.75, 0.9)}
+# step of a regression-distilled student blurs some edges), the 4-step UNet student 0.910 and 0.976,
+# the 1-step one 0.785 and 0.279 (it places the objects right but leaves speckles of noise around
+# them, off the palette; its teacher in one step scores 0.42 and 0.12); a broken or untrained
+# student scores far below.
+STUDENT_FLOOR = {"dit-4step": (0.7, 0.95), "dit-1step": (0.6, 0.8), "unet-4step": (0.75, 0.9),
+                 "unet-1step": (0.6, 0.15)}
 
 
 @pytest.fixture(scope="module")
