@@ -84,7 +84,8 @@ def gag_scale_input():
     return io.Float.Input(
         "scale", optional=True, default=10.0, min=0.0, max=50.0, step=0.1,
         tooltip="How hard attention is pushed toward the relevant prompt words. Higher follows "
-        "the prompt more tightly; too high gives harsh, oversaturated detail.",
+        "the prompt more tightly; too high gives harsh, oversaturated detail. 10 suits multi-step models; "
+        "on a distilled few-step model at CFG 1 use 5.",
     )
 
 

@@ -110,7 +110,8 @@ DEFAULT_WIDTH, COLUMN_GAP, ROW_GAP = 270, 60, 40
 
 
 # ---------------------------------------------------------------------------------------------
-# Specs. Settings follow each family's ComfyUI template; GAG nodes keep their defaults.
+# Specs. Settings follow each family's ComfyUI template; GAG nodes keep their defaults, but for the
+# scale of distilled models at CFG 1 (DISTILLED_SCALE).
 
 POSITIVE = ("a red cube on top of a blue sphere, a small green cat sitting to the left of them, "
             "a yellow umbrella in the background, studio photo, soft light")
@@ -121,6 +122,16 @@ GAG_SETTINGS = (
     "**GAG Attention Guidance** (defaults shown): `scale` 10 is the paper's strength: higher follows the "
     "prompt more tightly, too high gives harsh, oversaturated detail. `start_percent` / `end_percent` limit "
     "guidance to part of the run (end 0.5: layout only). It costs no extra model pass.\n\n"
+    "To compare: select the GAG node, press Ctrl+B (bypass) and queue again; the seed is fixed."
+)
+# A distilled model at CFG 1 gets scale 5: on the quality bench's distilled students scale 10 cost a
+# 1-step student adherence and 5 cost none (benchmarks/results/quality_students.md); neither helped.
+DISTILLED_SCALE = 5.0
+DISTILLED_GAG_SETTINGS = (
+    f"**GAG Attention Guidance** at `scale` {DISTILLED_SCALE:g}, the setting for a distilled model at CFG 1 (the "
+    "node's default 10 is for multi-step models): on the pack's distilled test models scale 10 cost a 1-step "
+    "model some prompt adherence and 5 cost none, though neither made them follow the prompt better. "
+    "`start_percent` / `end_percent` limit guidance to part of the run. It costs no extra model pass.\n\n"
     "To compare: select the GAG node, press Ctrl+B (bypass) and queue again; the seed is fixed."
 )
 
@@ -166,7 +177,7 @@ def checkpoint_graph(ckpt, width, height, sampler, patches, prefix, latent="Empt
     return nodes
 
 
-def flux1_graph(unet, steps, guidance, prefix):
+def flux1_graph(unet, steps, guidance, prefix, gag_widgets=None):
     """FLUX.1 as flux_dev_full_text_to_image.json: separate model files, CFG 1 (the negative is
     zeroed out), FluxGuidance for dev's distilled guidance."""
     nodes = {
@@ -174,7 +185,7 @@ def flux1_graph(unet, steps, guidance, prefix):
         "clip": Node("DualCLIPLoader", {"clip_name1": "clip_l.safetensors", "clip_name2": "t5xxl_fp16.safetensors",
                                         "type": "flux"}),
         "vae": Node("VAELoader", {"vae_name": "ae.safetensors"}),
-        "gag": Node("GAGAttentionGuidance", links={"model": "unet"}),
+        "gag": Node("GAGAttentionGuidance", gag_widgets or {}, {"model": "unet"}),
         "positive": Node("CLIPTextEncode", {"text": POSITIVE}, {"clip": "clip"},
                          title="CLIP Text Encode (Positive Prompt)", color="positive", size=PROMPT_SIZE),
     }
@@ -239,11 +250,11 @@ workflow("sdxl_turbo_gag", [
     note("## Settings\nSDXL-Turbo makes an image in **1 step at CFG 1** (the negative prompt is then ignored), at "
          "512x512, its training size: SamplerCustom with euler_ancestral and SDTurboScheduler, as ComfyUI's "
          "SDXL-Turbo template. 1 to 4 steps work.\n\n"
-         "GAG needs no CFG, so it still makes the image follow the prompt more closely.\n\n" + GAG_SETTINGS,
+         "GAG needs no CFG.\n\n" + DISTILLED_GAG_SETTINGS,
          "Settings"),
 ], {
     "checkpoint": Node("CheckpointLoaderSimple", {"ckpt_name": "sd_xl_turbo_1.0_fp16.safetensors"}),
-    "gag": Node("GAGAttentionGuidance", links={"model": ("checkpoint", "MODEL")}),
+    "gag": Node("GAGAttentionGuidance", {"scale": DISTILLED_SCALE}, {"model": ("checkpoint", "MODEL")}),
     **prompt_pair(("checkpoint", "CLIP")),
     "sampler_select": Node("KSamplerSelect", {"sampler_name": "euler_ancestral"}),
     "scheduler": Node("SDTurboScheduler", {"steps": 1, "denoise": 1.0}, {"model": "gag"}),
@@ -260,13 +271,13 @@ workflow("sdxl_dmd2_gag", [
          "at strength 1 on SDXL base (or an SDXL finetune), sampler `lcm`, scheduler `sgm_uniform`, "
          "1024x1024. Other few-step SDXL LoRAs (Hyper-SDXL, SDXL-Lightning) go in the same place with their "
          "own step counts.\n\n"
-         "GAG needs no CFG, so it still makes the image follow the prompt more closely.\n\n" + GAG_SETTINGS,
+         "GAG needs no CFG.\n\n" + DISTILLED_GAG_SETTINGS,
          "Settings"),
 ], checkpoint_graph(
     "sd_xl_base_1.0.safetensors", 1024, 1024,
     {"steps": 4, "cfg": 1.0, "sampler_name": "lcm", "scheduler": "sgm_uniform"},
     [("lora", Node("LoraLoaderModelOnly", {"lora_name": "dmd2_sdxl_4step_lora.safetensors", "strength_model": 1.0})),
-     ("gag", Node("GAGAttentionGuidance"))],
+     ("gag", Node("GAGAttentionGuidance", {"scale": DISTILLED_SCALE}))],
     "gag/sdxl_dmd2"))
 
 workflow("flux1_dev_gag", [
@@ -282,8 +293,9 @@ workflow("flux1_schnell_gag", [
     note(models_section("flux1-schnell.safetensors", "clip_l.safetensors", "t5xxl_fp16.safetensors",
                         "ae.safetensors"), "Models"),
     note("## Settings\nFLUX.1-schnell at 1024x1024, **4 steps, CFG 1** (the negative is zeroed out), euler / "
-         "simple, as ComfyUI's FLUX.1-schnell template.\n\n" + GAG_SETTINGS, "Settings"),
-], flux1_graph("flux1-schnell.safetensors", 4, None, "gag/flux1_schnell"))
+         "simple, as ComfyUI's FLUX.1-schnell template. GAG needs no CFG.\n\n" + DISTILLED_GAG_SETTINGS,
+         "Settings"),
+], flux1_graph("flux1-schnell.safetensors", 4, None, "gag/flux1_schnell", {"scale": DISTILLED_SCALE}))
 
 workflow("flux2_gag", [
     note(models_section("flux2_dev_fp8mixed.safetensors", "mistral_3_small_flux2_bf16.safetensors",
@@ -345,14 +357,14 @@ workflow("z_image_turbo_gag", [
          "negative is zeroed out), res_multistep / simple, ModelSamplingAuraFlow shift 3. Keep GAG **after** "
          "ModelSamplingAuraFlow, so that its start/end percent are read on the shifted schedule. Needs ComfyUI "
          "0.33 or later: GAG patches Z-Image from that version on.\n\n"
-         "GAG needs no CFG, so it still makes the image follow the prompt more closely.\n\n" + GAG_SETTINGS,
+         "GAG needs no CFG.\n\n" + DISTILLED_GAG_SETTINGS,
          "Settings"),
 ], {
     "unet": Node("UNETLoader", {"unet_name": "z_image_turbo_bf16.safetensors"}),
     "clip": Node("CLIPLoader", {"clip_name": "qwen_3_4b.safetensors", "type": "lumina2"}),
     "vae": Node("VAELoader", {"vae_name": "ae.safetensors"}),
     "shift": Node("ModelSamplingAuraFlow", {"shift": 3.0}, {"model": "unet"}),
-    "gag": Node("GAGAttentionGuidance", links={"model": "shift"}),
+    "gag": Node("GAGAttentionGuidance", {"scale": DISTILLED_SCALE}, {"model": "shift"}),
     "positive": Node("CLIPTextEncode", {"text": POSITIVE}, {"clip": "clip"},
                      title="CLIP Text Encode (Positive Prompt)", color="positive", size=PROMPT_SIZE),
     "negative": Node("ConditioningZeroOut", links={"conditioning": "positive"}),
@@ -369,13 +381,13 @@ workflow("krea2_turbo_gag", [
     note("## Settings\nKrea 2 Turbo as ComfyUI's Krea 2 Turbo template: 1024x1024, **8 steps, CFG 1** (the "
          "negative is zeroed out), euler / simple. Needs ComfyUI 0.33 or later: GAG patches Krea 2 from that "
          "version on.\n\n"
-         "GAG needs no CFG, so it still makes the image follow the prompt more closely.\n\n" + GAG_SETTINGS,
+         "GAG needs no CFG.\n\n" + DISTILLED_GAG_SETTINGS,
          "Settings"),
 ], {
     "unet": Node("UNETLoader", {"unet_name": "krea2_turbo_fp8_scaled.safetensors"}),
     "clip": Node("CLIPLoader", {"clip_name": "qwen3vl_4b_fp8_scaled.safetensors", "type": "krea2"}),
     "vae": Node("VAELoader", {"vae_name": "qwen_image_vae.safetensors"}),
-    "gag": Node("GAGAttentionGuidance", links={"model": "unet"}),
+    "gag": Node("GAGAttentionGuidance", {"scale": DISTILLED_SCALE}, {"model": "unet"}),
     "positive": Node("CLIPTextEncode", {"text": POSITIVE}, {"clip": "clip"},
                      title="CLIP Text Encode (Positive Prompt)", color="positive", size=PROMPT_SIZE),
     "negative": Node("ConditioningZeroOut", links={"conditioning": "positive"}),
@@ -391,13 +403,13 @@ workflow("flux2_klein_gag", [
          "(CFGGuider; the negative is zeroed out), euler, Flux2Scheduler, 1024x1024. **Flux2Scheduler's width "
          "and height must match the latent's.** Loading Klein needs a ComfyUI recent enough to offer its "
          "template.\n\n"
-         "GAG needs no CFG, so it still makes the image follow the prompt more closely.\n\n" + GAG_SETTINGS,
+         "GAG needs no CFG.\n\n" + DISTILLED_GAG_SETTINGS,
          "Settings"),
 ], {
     "unet": Node("UNETLoader", {"unet_name": "flux-2-klein-4b.safetensors"}),
     "clip": Node("CLIPLoader", {"clip_name": "qwen_3_4b.safetensors", "type": "flux2"}),
     "vae": Node("VAELoader", {"vae_name": "flux2-vae.safetensors"}),
-    "gag": Node("GAGAttentionGuidance", links={"model": "unet"}),
+    "gag": Node("GAGAttentionGuidance", {"scale": DISTILLED_SCALE}, {"model": "unet"}),
     "positive": Node("CLIPTextEncode", {"text": POSITIVE}, {"clip": "clip"},
                      title="CLIP Text Encode (Positive Prompt)", color="positive", size=PROMPT_SIZE),
     "negative": Node("ConditioningZeroOut", links={"conditioning": "positive"}),
