@@ -23,6 +23,7 @@ from comfy_server import ComfyServer  # noqa: E402
 from PIL import Image, ImageDraw, ImageFont  # noqa: E402
 
 from benchmarks.quality import scenes  # noqa: E402
+from build_workflows import DISTILLED_SCALE  # noqa: E402
 
 WORKFLOW = PACK_DIR / "workflows" / "gag_comparison.json"
 DEFAULT_PROMPT = "large red circle top-left, small blue square top-right, small yellow triangle bottom-left"
@@ -31,10 +32,12 @@ METHODS = (("plain", None), ("GAG", "GAGAttentionGuidance"), ("PLADIS", "PLADISA
 
 
 def bench_rows(family):
-    """(model name, steps, cfg, label) of the sheet's rows: the teacher as it is sampled with CFG, and
-    its distilled student at CFG 1, where guidance must come from the attention alone."""
-    return ((family, 12, 3.0, f"{family} teacher: 12 steps, CFG 3"),
-            (f"{family}-4step", 4, 1.0, f"{family} student: 4 steps, CFG 1"))
+    """(model name, steps, cfg, GAG's inputs, label) of the sheet's rows: the teacher as it is sampled
+    with CFG, and its distilled student at CFG 1, where guidance must come from the attention alone;
+    each with GAG set as for its use (README: the defaults per use)."""
+    return ((family, 12, 3.0, {}, f"{family} teacher: 12 steps, CFG 3"),
+            (f"{family}-4step", 4, 1.0, {"scale": DISTILLED_SCALE},
+             f"{family} student: 4 steps, CFG 1, GAG {DISTILLED_SCALE:g}"))
 
 
 def bench_prompt(text, family, seed=0):
@@ -47,10 +50,11 @@ def bench_prompt(text, family, seed=0):
         prompt[node_id] = {"class_type": class_type, "inputs": inputs}
         return node_id
 
-    for model_name, steps, cfg, label in bench_rows(family):
+    for model_name, steps, cfg, gag_inputs, label in bench_rows(family):
         loader = add("GAGBenchModel", model_name=model_name)
         for method, node in METHODS:
-            model = [loader, 0] if node is None else [add(node, model=[loader, 0]), 0]
+            inputs = gag_inputs if method == "GAG" else {}
+            model = [loader, 0] if node is None else [add(node, model=[loader, 0], **inputs), 0]
             probe = add("AttentionGeometryProbe", model=model) if method == "GAG" else None
             sample = add("GAGBenchSample", model=[probe, 0] if probe else model, model_name=model_name, prompt=text,
                          steps=steps, cfg=cfg, seed=seed, upscale=16)
