@@ -89,6 +89,9 @@ EXPLAINED = [
     ("_is_backend_choice", "", "killed outside the run: always false on the run's ComfyUI 0.3.75, which has no "
      "backend choice; on 0.33 the ModelAttentionBackend tests of tests/integration/test_combinations.py fail on "
      "every mutant of it (each applied by hand on 2026-12-01)"),
+    ("_chain_below", "_is_backend_choice(", "killed outside the run: the run's ComfyUI 0.3.75 has no backend "
+     "choice, so the check is false either way there; on 0.33 three ModelAttentionBackend tests of "
+     "tests/integration/test_combinations.py fail on the mutant (applied by hand on 2026-12-02)"),
     ("AttentionCall.replace_rows", "first_row, ", "equivalent: in_place is only tested for truth, and None is "
      "as false as False"),
     ("CirculationPatch.attention", "mask.shape[+", "equivalent: a call's mask is 4-d (_mask_from_comfy makes it so), "
