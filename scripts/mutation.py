@@ -92,6 +92,16 @@ EXPLAINED = [
     ("_chain_below", "_is_backend_choice(", "killed outside the run: the run's ComfyUI 0.3.75 has no backend "
      "choice, so the check is false either way there; on 0.33 three ModelAttentionBackend tests of "
      "tests/integration/test_combinations.py fail on the mutant (applied by hand on 2026-12-02)"),
+    ("TokenOrder.image_tokens", "text_tokens ", "killed outside the run: on 0.3.75 no family that counts "
+     "its image from the call's length appends reference images the call is told of; on 0.33 "
+     "test_reference_image_rows_stay_untouched[flux] fails on it (applied by hand on 2026-12-02)"),
+    ("TokenOrder.image_tokens", "math.prod(", "killed outside the run: only families of 0.33 count their image "
+     "tokens from the latent (JoyImage, OmniGen2, Boogu, HiDream-O1); test_layers_select_exactly_their_blocks"
+     "[joyimage-...] fails on each sign mutant (applied by hand on 2026-12-02)"),
+    ("TokenOrder.slices", "text.stop ", "killed outside the run: only HiDream-O1 (0.33) sets an image "
+     "offset; test_every_node_input_reaches_the_patch[...-hidream_o1] fails on it (applied by hand on 2026-12-02)"),
+    ("TokenOrder.slices", "length - text_tokens, ", "equivalent: a slice that ends at the call's length and one "
+     "that runs to the end are the same"),
     ("AttentionCall.replace_rows", "first_row, ", "equivalent: in_place is only tested for truth, and None is "
      "as false as False"),
     ("CirculationPatch.attention", "mask.shape[+", "equivalent: a call's mask is 4-d (_mask_from_comfy makes it so), "
@@ -127,6 +137,8 @@ EXPLAINED = [
     ("gag", "g_norm > ", "equivalent: ||g|| equals the cap's limit exactly only by chance"),
     ("joint_guidance_delta", "mask.shape[", "equivalent: the pack hands gag_core 4-D masks (nodes.patching._mask_from_comfy), "
      "whose axis 2 is axis -2"),
+    ("joint_guidance_delta", "fused=", "performance only: the fused kernels give the same outputs to rounding "
+     "(tests/unit/test_fused.py), and None is as false as False"),
     ("joint_guidance_delta", "max_score_elements=", "performance only: the chunk size bounds the memory of the "
      "score buffers, the outputs are the same (tests/unit/test_attention.py checks them at several chunk sizes)"),
     ("joint_guidance_delta", "slice(", "equivalent: slice(0, n), slice(None, n) and slice(n) are the same slice"),
@@ -283,18 +295,20 @@ def explanation(function, diff):
     """(mutated line, reason) where an EXPLAINED text names what the mutant changed, else None: the
     text stands at or before the change, in the same argument (or it opens the call changed)."""
     lines = diff.splitlines()
-    removed = [line[1:] for line in lines if line.startswith("-") and not line.startswith("---")]
-    added = [line[1:] for line in lines if line.startswith("+") and not line.startswith("+++")]
-    if len(removed) != 1 or len(added) != 1:
+    # A mutant that drops a call's last argument rejoins the call's closing line: read the lines it
+    # changed as one.
+    removed = " ".join(line[1:].strip() for line in lines if line.startswith("-") and not line.startswith("---"))
+    added = " ".join(line[1:].strip() for line in lines if line.startswith("+") and not line.startswith("+++"))
+    if not removed or not added:
         return None
-    touched = list(zip((removed[0], added[0]), changed_part(removed[0], added[0])))
+    touched = list(zip((removed, added), changed_part(removed, added)))
     for covered, text, reason in EXPLAINED:
         if function != covered and not function.endswith("." + covered):
             continue
         for line, (start, _) in touched:
             at = line.rfind(text, 0, start + len(text))
             if at != -1 and (text.endswith("(") or "," not in line[at + len(text):start]):
-                return added[0].strip(), reason
+                return added, reason
     return None
 
 
