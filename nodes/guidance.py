@@ -22,6 +22,7 @@ RELATIVE_CAP = "relative to the focused output"
 # Chosen on the quality bench (benchmarks/results/quality.md): the paper's absolute eta 15 never bound
 # there, and uncapped GAG at scale 5-10 wrecked the UNet's images; capped at 0.03 of the focused
 # output's length, scale 10 kept images clean on both bench models.
+DEFAULT_SCALE = 10.0
 DEFAULT_ETA = 0.03
 DEFAULT_PLADIS_SCALE = 1.0
 
@@ -75,14 +76,14 @@ class GuidancePatch(SharedOnCopy):
         return delta if self.strength == 1.0 else self.strength * delta
 
 
-def simple_gag_patch(scale=10.0):
+def simple_gag_patch(scale=DEFAULT_SCALE):
     """The patch of the simple GAG node: the relative cap at its default, no sideways part, entmax-1.5."""
     return GuidancePatch(GagRule(scale, eta=DEFAULT_ETA, zeta=0.0, cap=CAPS[RELATIVE_CAP]), alpha=1.5)
 
 
 def gag_scale_input():
     return io.Float.Input(
-        "scale", optional=True, default=10.0, min=0.0, max=50.0, step=0.1,
+        "scale", optional=True, default=DEFAULT_SCALE, min=0.0, max=50.0, step=0.1,
         tooltip="How hard attention is pushed toward the relevant prompt words. Higher follows "
         "the prompt more tightly; too high gives harsh, oversaturated detail. 10 suits multi-step models; "
         "on a distilled few-step model at CFG 1 use 5.",
@@ -118,7 +119,7 @@ class GAGAttentionGuidance(io.ComfyNode):
         )
 
     @classmethod
-    def execute(cls, model, scale=10.0, start_percent=0.0, end_percent=1.0):
+    def execute(cls, model, scale=DEFAULT_SCALE, start_percent=0.0, end_percent=1.0):
         return io.NodeOutput(_patch_guidance(cls, model, simple_gag_patch(scale), "", start_percent, end_percent))
 
 
@@ -182,7 +183,7 @@ class GAGAttentionGuidanceAdvanced(io.ComfyNode):
         )
 
     @classmethod
-    def execute(cls, model, scale=10.0, strength=1.0, eta=DEFAULT_ETA, zeta=0.0, alpha=1.5, layers="",
+    def execute(cls, model, scale=DEFAULT_SCALE, strength=1.0, eta=DEFAULT_ETA, zeta=0.0, alpha=1.5, layers="",
                 guide_keys=TEXT_KEYS, start_percent=0.0, end_percent=1.0, cap=RELATIVE_CAP, sparse_kernel="chunked"):
         if guide_keys not in (TEXT_KEYS, ALL_KEYS):
             raise ValueError(f"guide_keys must be '{TEXT_KEYS}' or '{ALL_KEYS}', got {guide_keys!r}")
