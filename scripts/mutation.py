@@ -102,6 +102,11 @@ EXPLAINED = [
      "offset; test_every_node_input_reaches_the_patch[...-hidream_o1] fails on it (applied by hand on 2026-12-02)"),
     ("TokenOrder.slices", "length - text_tokens, ", "equivalent: a slice that ends at the call's length and one "
      "that runs to the end are the same"),
+    ("DitAttentionOverride._joint_call", "block[", "equivalent: a block with either part unknown is in no "
+     "selection, so the next check passes the call through as well"),
+    ("DitAttentionOverride._joint_call", "q, k, v, mask, kind", "equivalent for the tested models: none of their "
+     "separate self- or cross-attention calls carries a mask (an assertion over every family's wiring, node and "
+     "layout tests on 0.33 held, 2026-12-02)"),
     ("AttentionCall.replace_rows", "first_row, ", "equivalent: in_place is only tested for truth, and None is "
      "as false as False"),
     ("CirculationPatch.attention", "mask.shape[+", "equivalent: a call's mask is 4-d (_mask_from_comfy makes it so), "

@@ -228,6 +228,18 @@ def test_a_joint_call_of_text_and_reference_images_alone_is_passed_through(patch
     torch.testing.assert_close(references_only, call(unpatched, q, k, v), rtol=0, atol=0)
 
 
+def test_a_call_outside_the_packs_model_wrapper_is_passed_through(patched_flux):
+    """A block's attention run outside a sampling step of the pack's model wrapper (another pack
+    calling the diffusion model directly) carries no call info: it gets exactly what the chain below
+    the pack returns, however well its block and text would fit."""
+    _, model = patched_flux
+    q, k, v = qkv(seed=13)
+    options = joint_options(model)
+    del options[patching().CALL_INFO_KEY]
+    unpatched = {key: value for key, value in options.items() if key != "optimized_attention_override"}
+    torch.testing.assert_close(call(options, q, k, v), call(unpatched, q, k, v), rtol=0, atol=0)
+
+
 def test_every_mask_layout_comfyui_passes_means_the_same(patched_flux):
     """Masks come as (Lq, Lk), (B, Lq, Lk) or (B, H, Lq, Lk): the same mask in each layout gives the
     same output, and a per-sample mask applies to its own sample (batch 2, 2 heads, so that a batch
