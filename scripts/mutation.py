@@ -107,6 +107,18 @@ EXPLAINED = [
     ("DitAttentionOverride._joint_call", "q, k, v, mask, kind", "equivalent for the tested models: none of their "
      "separate self- or cross-attention calls carries a mask (an assertion over every family's wiring, node and "
      "layout tests on 0.33 held, 2026-12-02)"),
+    ("DitAttentionOverride._joint_call", 'a["skip_output_reshape"]', "equivalent for the tested models: none of "
+     "their separate self- or cross-attention calls asks for the heads-first layout, and None is as false as "
+     "False (on 0.33 every family's wiring and node tests pass with the mutant, 2026-12-02)"),
+    ("DitAttentionOverride._joint_call", "if prefix and ", "killed outside the run: only HiDream-O1 (0.33) has a "
+     "causal text prefix; test_every_node_input_reaches_the_patch[...-hidream_o1] fails on it (applied by hand "
+     "on 2026-12-02)"),
+    ("DitAttentionOverride._joint_call", "text_tokens = prefix if ", "killed outside the run, as above"),
+    ("DitAttentionOverride._joint_call", "image = slice(image.start ", "killed outside the run, as above"),
+    ("DitAttentionOverride._joint_call", "prefix, image.stop ", "killed outside the run, as above"),
+    ("DitAttentionOverride._joint_call", "fits = leading ", "killed outside the run: only families of 0.33 count "
+     "their image from the latent, so only their calls can be too short for it; "
+     "test_a_joint_call_too_short_for_its_text_and_image_is_passed_through fails on each sign mutant there"),
     ("AttentionCall.replace_rows", "first_row, ", "equivalent: in_place is only tested for truth, and None is "
      "as false as False"),
     ("CirculationPatch.attention", "mask.shape[+", "equivalent: a call's mask is 4-d (_mask_from_comfy makes it so), "

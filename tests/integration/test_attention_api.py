@@ -176,11 +176,14 @@ def test_additive_padding_mask_with_finfo_max_equals_removing_the_padded_keys(pa
     torch.testing.assert_close(masked[:, TEXT:], removed[:, TEXT - len(padded):], **tolerance)
 
 
-@pytest.mark.parametrize("text_tokens", [0, 1, 2, TEXT + IMAGE], ids=["no text", "1 text token", "2 text tokens", "text only"])
+@pytest.mark.parametrize("text_tokens", [0, 1, 2, TEXT + IMAGE - 1, TEXT + IMAGE],
+                         ids=["no text", "1 text token", "2 text tokens", "1 image token", "text only"])
 def test_a_joint_call_is_patched_only_where_it_has_text_and_image(patched_flux, text_tokens):
     """A call with no text, or no image, has nothing to relate and gets exactly what the chain below
-    the pack returns; one text token is a joint call, which circulation changes, while guidance adds
-    nothing there (over a single key, entmax and softmax agree); from two on, every node changes it."""
+    the pack returns. One text token is a joint call, which circulation changes, while guidance adds
+    nothing there (over a single key, entmax and softmax agree); from two on, every node changes it.
+    One image token is a joint call too, which guidance changes, while circulation has no circulation
+    among a single token."""
     name, model = patched_flux
     q, k, v = qkv(seed=10)
     options = _with_text(model, text_tokens)
@@ -192,7 +195,9 @@ def test_a_joint_call_is_patched_only_where_it_has_text_and_image(patched_flux, 
         assert output is below
     else:
         changed = (output - below).abs().max() > 1e-3
-        assert changed == (name == "circulation" or text_tokens > 1), f"{text_tokens} text tokens, changed: {changed}"
+        image_tokens = TEXT + IMAGE - text_tokens
+        expected = image_tokens > 1 if name == "circulation" else text_tokens > 1
+        assert changed == expected, f"{text_tokens} text tokens, changed: {changed}"
 
 
 def _with_text(model, text_tokens, **extra):

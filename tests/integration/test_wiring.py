@@ -30,7 +30,7 @@ from comfy_api.latest import io
 import comfy_env
 import oracle
 from gag_core.fused import can_compile
-from pack_testing import run_node
+from pack_testing import PACK_MODULE, run_node
 from tiny_models import NEWER_FAMILIES, empty_latent, sample
 
 INF = float("inf")
@@ -847,6 +847,35 @@ def test_reference_rows_between_the_image_and_the_text_stay_untouched(node_class
         expected = plain[:, :IMAGE_TOKENS].double() + delta.transpose(1, 2).reshape(plain[:, :IMAGE_TOKENS].shape)
         tolerance = assert_matches(output[:, :IMAGE_TOKENS], expected, f"call {index} {call['block']}")
         assert (expected - plain[:, :IMAGE_TOKENS].double()).abs().max() > 100 * tolerance
+
+
+@pytest.mark.parametrize("family", ["joyimage", "hidream_o1"])
+def test_a_joint_call_too_short_for_its_text_and_image_is_passed_through(node_classes, tiny_model, family):
+    """JoyImage and HiDream-O1 count their image tokens from the latent (HiDream-O1 with one token
+    between its causal text prefix and the image, and only the queries after the prefix): a joint
+    call one token too short for its text and that image is not a layout the pack knows and gets
+    exactly what the chain below the pack returns; a call of the full length is guided."""
+    patching = importlib.import_module(PACK_MODULE + ".nodes.patching")
+    model = run_node(node_classes["GAGAttentionGuidanceAdvanced"], model=tiny_model(family))[0]
+    options = dict(model.model_options["transformer_options"])
+    override = options["optimized_attention_override"]
+    patch = override.order.patch
+    # A latent of 64 tokens in the model's patches (one frame where it patches time too).
+    latent_shape = (*patch[:-2], 8 * patch[-2], 8 * patch[-1])
+    sigma = float(model.get_model_object("model_sampling").percent_to_sigma(0.5))
+    options[patching.CALL_INFO_KEY] = patching.CallInfo(sigma=sigma, text_tokens=TEXT_TOKENS, latent_shape=latent_shape)
+    options.update(block_type="double", block_index=1, total_blocks=2)  # among both families' default blocks
+    prefix = TEXT_TOKENS if override.order.causal_prefix else 0
+    full = TEXT_TOKENS + override.order.image_offset + IMAGE_TOKENS
+    generator = torch.Generator().manual_seed(14)
+    for length, guided in ((full - 1, False), (full, True)):
+        q = torch.randn(1, 2, length - prefix, 16, generator=generator)
+        k, v = (torch.randn(1, 2, length, 16, generator=generator) for _ in range(2))
+        below = torch.zeros(1, length - prefix, 32)
+        output = override(lambda *args, **kwargs: below, q, k, v, 2, skip_reshape=True, transformer_options=options)
+        assert (output is not below) == guided, f"{length} tokens"
+        if guided:
+            assert output[:, -IMAGE_TOKENS:].abs().max() > 1e-3, "the full-length call was not guided"
 
 
 @pytest.mark.parametrize("family", ["omnigen2", "boogu"])
