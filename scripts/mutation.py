@@ -119,6 +119,13 @@ EXPLAINED = [
     ("DitAttentionOverride._joint_call", "fits = leading ", "killed outside the run: only families of 0.33 count "
      "their image from the latent, so only their calls can be too short for it; "
      "test_a_joint_call_too_short_for_its_text_and_image_is_passed_through fails on each sign mutant there"),
+    ("_token_order", "int(", "killed outside the run: only families of 0.33 cut their text (PixelDiT) or set an "
+     "image offset (HiDream-O1); test_layers_select_exactly_their_blocks[pixeldit-...] and "
+     "test_every_node_input_reaches_the_patch[...-hidream_o1] fail on these mutants (applied by hand on 2026-12-02)"),
+    ("_token_order", "structure.text_span", "killed outside the run: only HiDream-O1 (0.33) has a causal text "
+     "prefix; test_every_node_input_reaches_the_patch[...-hidream_o1] fails on it (applied by hand on 2026-12-02)"),
+    ("_attribute", "path.split(", "killed outside the run: only HiDream-O1 (0.33) names its blocks by a dotted "
+     "path; test_every_node_input_reaches_the_patch[...-hidream_o1] fails on it (applied by hand on 2026-12-02)"),
     ("AttentionCall.replace_rows", "first_row, ", "equivalent: in_place is only tested for truth, and None is "
      "as false as False"),
     ("CirculationPatch.attention", "mask.shape[+", "equivalent: a call's mask is 4-d (_mask_from_comfy makes it so), "
