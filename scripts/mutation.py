@@ -126,6 +126,12 @@ EXPLAINED = [
      "prefix; test_every_node_input_reaches_the_patch[...-hidream_o1] fails on it (applied by hand on 2026-12-02)"),
     ("_attribute", "path.split(", "killed outside the run: only HiDream-O1 (0.33) names its blocks by a dotted "
      "path; test_every_node_input_reaches_the_patch[...-hidream_o1] fails on it (applied by hand on 2026-12-02)"),
+    ("GAGAttentionGuidance.execute", "simple_gag_patch(scale), ", "equivalent: no block list and an empty one both "
+     "mean the node's default blocks"),
+    ("_attribute", "getattr(module, name, ", "equivalent for the supported models: every model of a known structure "
+     "has each of its block groups, so the default is never read"),
+    ("guided_attention", "strength=", "equivalent: every caller passes the strength (GuidancePatch its own); the "
+     "default states the plain case"),
     ("AttentionCall.replace_rows", "first_row, ", "equivalent: in_place is only tested for truth, and None is "
      "as false as False"),
     ("CirculationPatch.attention", "mask.shape[+", "equivalent: a call's mask is 4-d (_mask_from_comfy makes it so), "
