@@ -401,7 +401,7 @@ def write_report(folder, paths, statuses, runs):
         "Runs (each resumes the one before):", "",
         "| started | outcome | mutants checked | minutes | seconds per mutant |", "|---|---|---|---|---|",
         *[f"| {r['started']} | {r['outcome']} | {r['checked']} | {r['seconds'] / 60:.0f} | "
-          f"{r['seconds'] / max(r['checked'], 1):.1f} |" for r in runs],
+          f"{r['seconds'] / r['checked']:.1f} |" if r["checked"] else "|" for r in runs],
         "",
         "## Survivors not explained",
         "",
@@ -452,6 +452,8 @@ def main():
     if not args.report_only and (retested or not args.retest_survivors):
         started, checked_before, began = datetime.datetime.now(), checked(statuses), time.monotonic()
         outcome = run(folder, args.max_minutes, retested, args.children)
+        if retested:
+            outcome = f"{outcome}: {len(retested)} survivors tested again"
         runs.append({"started": f"{started:%Y-%m-%d %H:%M}", "outcome": outcome,
                      "checked": checked(results(folder)) - checked_before, "seconds": time.monotonic() - began})
         runs_file.write_text(json.dumps(runs, indent=1))
