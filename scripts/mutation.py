@@ -401,7 +401,7 @@ def write_report(folder, paths, statuses, runs):
         "Runs (each resumes the one before):", "",
         "| started | outcome | mutants checked | minutes | seconds per mutant |", "|---|---|---|---|---|",
         *[f"| {r['started']} | {r['outcome']} | {r['checked']} | {r['seconds'] / 60:.0f} | "
-          f"{r['seconds'] / r['checked']:.1f} |" if r["checked"] else "|" for r in runs],
+          + (f"{r['seconds'] / r['checked']:.1f} |" if r["checked"] else "|") for r in runs],
         "",
         "## Survivors not explained",
         "",
