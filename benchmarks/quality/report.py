@@ -199,25 +199,26 @@ class _StudentComparison:
     def point(self, model, label, cfg=bench.LOW_CFG):
         return bench.levels(bench.find(self.results, model, label, cfg))["both"]
 
-    def _paired(self, point, resampled):
-        return point, bench.interval(resampled)
+    def _effect_samples(self, model, label):
+        return self.resampled(model, label) - self.resampled(model, bench.BASELINE.label)
+
+    def _gap_samples(self, model):
+        return self.resampled(self.teacher, bench.BASELINE.label, bench.HIGH_CFG) - self.resampled(model, bench.BASELINE.label)
 
     def effect(self, model, label):
         """The setting minus the model's baseline, both at CFG 1."""
-        return self._paired(self.point(model, label) - self.point(model, bench.BASELINE.label),
-                            self.resampled(model, label) - self.resampled(model, bench.BASELINE.label))
+        return (self.point(model, label) - self.point(model, bench.BASELINE.label),
+                bench.interval(self._effect_samples(model, label)))
 
     def gap(self, model):
         """The teacher at CFG 3 minus the model's baseline at CFG 1."""
-        return self._paired(self.point(self.teacher, bench.BASELINE.label, bench.HIGH_CFG) - self.point(model, bench.BASELINE.label),
-                            self.resampled(self.teacher, bench.BASELINE.label, bench.HIGH_CFG)
-                            - self.resampled(model, bench.BASELINE.label))
+        return (self.point(self.teacher, bench.BASELINE.label, bench.HIGH_CFG) - self.point(model, bench.BASELINE.label),
+                bench.interval(self._gap_samples(model)))
 
     def beyond_teacher(self, student, label):
         """The setting's effect on the student minus its effect on the teacher."""
-        return self._paired(self.effect(student, label)[0] - self.effect(self.teacher, label)[0],
-                            self.resampled(student, label) - self.resampled(student, bench.BASELINE.label)
-                            - self.resampled(self.teacher, label) + self.resampled(self.teacher, bench.BASELINE.label))
+        return (self.effect(student, label)[0] - self.effect(self.teacher, label)[0],
+                bench.interval(self._effect_samples(student, label) - self._effect_samples(self.teacher, label)))
 
     def gap_closed(self, student, label):
         """The effect as a share of the gap, or None where the gap's interval does not lie above 0
@@ -225,9 +226,8 @@ class _StudentComparison:
         gap_point, (gap_low, _) = self.gap(student)
         if gap_low <= 0:
             return None
-        gap = self.resampled(self.teacher, bench.BASELINE.label, bench.HIGH_CFG) - self.resampled(student, bench.BASELINE.label)
-        effect = self.resampled(student, label) - self.resampled(student, bench.BASELINE.label)
-        return self.effect(student, label)[0] / gap_point, bench.interval(effect / gap)
+        return (self.effect(student, label)[0] / gap_point,
+                bench.interval(self._effect_samples(student, label) / self._gap_samples(student)))
 
     def answer(self, student, settings):
         """One bullet: does GAG help the student more than its teacher, does it help the student at
