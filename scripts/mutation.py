@@ -2,6 +2,7 @@
 
     .venv/bin/python scripts/mutation.py [--paths nodes/patching.py gag_core ...] [--max-minutes N] [--children N]
                                          [--report-only | --retest-survivors]
+    .venv-comfyui-0.33/bin/python scripts/mutation.py [same options]   # then on ComfyUI 0.33
 
 mutmut changes one thing at a time in each function of the given files (an operator, a constant,
 an argument dropped), runs the tests that reached that function in a first full run, and counts
@@ -13,8 +14,14 @@ re-tests only unchecked mutants and those of changed functions, and --report-onl
 report from what is stored. mutmut keeps a result until its function changes: after a test is
 added, --retest-survivors tests the survivors that EXPLAINED does not cover again.
 
+Some code is reached only by the families and APIs of a newer ComfyUI, whose tests the pinned one
+skips. So the script runs on the ComfyUI of the interpreter it is started with, with a folder of
+its own there. On the oldest ComfyUI it checks every mutant; on a newer one, only those that the
+runs on the others (on the same sources) checked and left alive, survivors that EXPLAINED covers
+apart. The report counts a mutant killed when a test fails on any of them.
+
 The default scope is the modules that wire the pack into ComfyUI and the guidance rules they
-apply, 2,218 mutants; all of gag_core and nodes (--paths gag_core nodes) is 6,197. Many mutants run
+apply, about 2,500 mutants; all of gag_core and nodes (--paths gag_core nodes) over 6,000. Many mutants run
 sampling tests, up to minutes apiece for a survivor, so either takes hours.
 
 mutmut copies the sources and tests into mutants/ under the folder it runs in and switches a
@@ -43,6 +50,8 @@ import time
 
 REPO = pathlib.Path(__file__).resolve().parent.parent
 REPORT = REPO / "benchmarks" / "results" / "mutation.md"
+# A staging folder is named <scope digest>-comfyui-<version>: one per scope and ComfyUI.
+COMFYUI_MARK = "-comfyui-"
 MUTMUT_VERSION = "3.8.1"  # the version whose output this script reads
 DEFAULT_PATHS = ["nodes/patching.py", "nodes/guidance.py", "nodes/circulation.py", "nodes/probe.py",
                  "nodes/layout.py", "gag_core/delta.py", "gag_core/guidance.py"]
@@ -82,24 +91,6 @@ EXPLAINED = [
     ("patch_circulation", "model_layout(model, ", "prose: the node name a refusal's log line names"),
     ("_reinstall_overrides", ", (", "equivalent: only install adds this callback, and it sets the pack's overrides "
      "in the same options, so the default is never read"),
-    ("_reinstall_overrides", "", "killed outside the run: the run's ComfyUI 0.3.75 has no backend choice "
-     "(ModelPatcher.set_model_optimized_attention), so this returns at its first check there; on 0.33 the "
-     "ModelAttentionBackend tests of tests/integration/test_combinations.py fail on every other mutant of it "
-     "(each applied by hand on 2026-12-01)"),
-    ("_is_backend_choice", "", "killed outside the run: always false on the run's ComfyUI 0.3.75, which has no "
-     "backend choice; on 0.33 the ModelAttentionBackend tests of tests/integration/test_combinations.py fail on "
-     "every mutant of it (each applied by hand on 2026-12-01)"),
-    ("_chain_below", "_is_backend_choice(", "killed outside the run: the run's ComfyUI 0.3.75 has no backend "
-     "choice, so the check is false either way there; on 0.33 three ModelAttentionBackend tests of "
-     "tests/integration/test_combinations.py fail on the mutant (applied by hand on 2026-12-02)"),
-    ("TokenOrder.image_tokens", "text_tokens ", "killed outside the run: on 0.3.75 no family that counts "
-     "its image from the call's length appends reference images the call is told of; on 0.33 "
-     "test_reference_image_rows_stay_untouched[flux] fails on it (applied by hand on 2026-12-02)"),
-    ("TokenOrder.image_tokens", "math.prod(", "killed outside the run: only families of 0.33 count their image "
-     "tokens from the latent (JoyImage, OmniGen2, Boogu, HiDream-O1); test_layers_select_exactly_their_blocks"
-     "[joyimage-...] fails on each sign mutant (applied by hand on 2026-12-02)"),
-    ("TokenOrder.slices", "text.stop ", "killed outside the run: only HiDream-O1 (0.33) sets an image "
-     "offset; test_every_node_input_reaches_the_patch[...-hidream_o1] fails on it (applied by hand on 2026-12-02)"),
     ("TokenOrder.slices", "length - text_tokens, ", "equivalent: a slice that ends at the call's length and one "
      "that runs to the end are the same"),
     ("DitAttentionOverride._joint_call", "block[", "equivalent: a block with either part unknown is in no "
@@ -110,22 +101,6 @@ EXPLAINED = [
     ("DitAttentionOverride._joint_call", 'a["skip_output_reshape"]', "equivalent for the tested models: none of "
      "their separate self- or cross-attention calls asks for the heads-first layout, and None is as false as "
      "False (on 0.33 every family's wiring and node tests pass with the mutant, 2026-12-02)"),
-    ("DitAttentionOverride._joint_call", "if prefix and ", "killed outside the run: only HiDream-O1 (0.33) has a "
-     "causal text prefix; test_every_node_input_reaches_the_patch[...-hidream_o1] fails on it (applied by hand "
-     "on 2026-12-02)"),
-    ("DitAttentionOverride._joint_call", "text_tokens = prefix if ", "killed outside the run, as above"),
-    ("DitAttentionOverride._joint_call", "image = slice(image.start ", "killed outside the run, as above"),
-    ("DitAttentionOverride._joint_call", "prefix, image.stop ", "killed outside the run, as above"),
-    ("DitAttentionOverride._joint_call", "fits = leading ", "killed outside the run: only families of 0.33 count "
-     "their image from the latent, so only their calls can be too short for it; "
-     "test_a_joint_call_too_short_for_its_text_and_image_is_passed_through fails on each sign mutant there"),
-    ("_token_order", "int(", "killed outside the run: only families of 0.33 cut their text (PixelDiT) or set an "
-     "image offset (HiDream-O1); test_layers_select_exactly_their_blocks[pixeldit-...] and "
-     "test_every_node_input_reaches_the_patch[...-hidream_o1] fail on these mutants (applied by hand on 2026-12-02)"),
-    ("_token_order", "structure.text_span", "killed outside the run: only HiDream-O1 (0.33) has a causal text "
-     "prefix; test_every_node_input_reaches_the_patch[...-hidream_o1] fails on it (applied by hand on 2026-12-02)"),
-    ("_attribute", "path.split(", "killed outside the run: only HiDream-O1 (0.33) names its blocks by a dotted "
-     "path; test_every_node_input_reaches_the_patch[...-hidream_o1] fails on it (applied by hand on 2026-12-02)"),
     ("GAGAttentionGuidance.execute", "simple_gag_patch(scale), ", "equivalent: no block list and an empty one both "
      "mean the node's default blocks"),
     ("_attribute", "getattr(module, name, ", "equivalent for the supported models: every model of a known structure "
@@ -241,15 +216,72 @@ def stage(paths):
     }
     # JSON strings, numbers and lists are TOML values.
     text = "\n".join(["[tool.mutmut]"] + [f"{key} = {json.dumps(value)}" for key, value in config.items()]) + "\n"
-    # One folder per settings: mutmut keeps the mutants of the files it mutated and which tests
-    # reach them, and would not redo either for a new scope.
-    folder = REPO / ".cache" / "mutation" / hashlib.sha256(text.encode()).hexdigest()[:12]
+    # One folder per settings and ComfyUI: mutmut keeps the mutants of the files it mutated and
+    # which tests reach them (a test that a ComfyUI skips reaches nothing there), and would not
+    # redo either for a new scope.
+    scope = hashlib.sha256(text.encode()).hexdigest()[:12]
+    folder = REPO / ".cache" / "mutation" / f"{scope}{COMFYUI_MARK}{comfyui_version()}"
     (folder / pack_module()).mkdir(parents=True, exist_ok=True)
     for link, target in [(f"{pack_module()}/{name}", name) for name in PACK_LINKS] + [("gag_core", "gag_core")]:
         if not (folder / link).is_symlink():
             (folder / link).symlink_to(REPO / target)
     (folder / "pyproject.toml").write_text(text)
     return folder
+
+
+def comfyui_version():
+    import comfy_env  # reads ComfyUI's version without importing it
+
+    return ".".join(map(str, comfy_env.comfyui_version()))
+
+
+def version_key(version):
+    return tuple(int(part) for part in version.split("."))
+
+
+def sources_digest(paths):
+    """Which sources a folder's results are for: a digest of the mutated files."""
+    digest = hashlib.sha256()
+    for path in sorted(f for p in paths for f in ([REPO / p] if (REPO / p).is_file() else (REPO / p).rglob("*.py"))):
+        digest.update(path.relative_to(REPO).as_posix().encode() + b"\0" + path.read_bytes())
+    return digest.hexdigest()[:12]
+
+
+def load_runs(folder):
+    runs_file = folder / "runs.json"
+    return json.loads(runs_file.read_text()) if runs_file.exists() else []
+
+
+def other_comfyuis(folder, sources):
+    """{ComfyUI version: folder} of this scope's runs on the other ComfyUIs, where they were last
+    run on these sources; a folder run on other sources is left out, with a line that says so."""
+    scope = folder.name.partition(COMFYUI_MARK)[0]
+    found = {}
+    for other in folder.parent.glob(f"{scope}{COMFYUI_MARK}*"):
+        version = other.name.partition(COMFYUI_MARK)[2]
+        if other == folder:
+            continue
+        runs = load_runs(other)
+        if runs and runs[-1].get("sources") == sources:
+            found[version] = other
+        else:
+            print(f"left out: the results on ComfyUI {version} are for other sources; run this script there again")
+    return found
+
+
+def combine(statuses_by_version):
+    """{mutant: (status, ComfyUI version)} over the runs on several ComfyUIs: killed where a test
+    failed on any of them, else survived where a test reached it and passed on any, else its other
+    status (no tests, timeout, ...); each from the oldest ComfyUI that gave it."""
+    def rank(status):
+        return {"killed": 3, "survived": 2, "not checked": 0}.get(status, 1)
+
+    combined = {}
+    for version in sorted(statuses_by_version, key=version_key):
+        for name, status in statuses_by_version[version].items():
+            if name not in combined or rank(status) > rank(combined[name][0]):
+                combined[name] = (status, version)
+    return combined
 
 
 def mutmut(folder, *args, **kwargs):
@@ -342,13 +374,15 @@ def explanation(function, diff):
     return None
 
 
-def survivors(folder, statuses):
-    """[(name, diff, (mutated line, reason) or None)] of the surviving mutants, by file and function."""
+def survivors(combined, folders):
+    """[(name, ComfyUI version, diff, (mutated line, reason) or None)] of the surviving mutants, by
+    file and function, from {mutant: (status, ComfyUI version)} and {ComfyUI version: folder}."""
     found = []
-    for name in sorted((n for n, status in statuses.items() if status == "survived"),
+    for name in sorted((n for n, (status, _) in combined.items() if status == "survived"),
                        key=lambda n: (describe(n), int(n.rpartition("_")[2]))):
-        diff = output(folder, "show", name).split("\n", 1)[1].strip()  # after the "# name: status" line
-        found.append((name, diff, explanation(describe(name)[1], diff)))
+        version = combined[name][1]
+        diff = output(folders[version], "show", name).split("\n", 1)[1].strip()  # after the "# name: status" line
+        found.append((name, version, diff, explanation(describe(name)[1], diff)))
     return found
 
 
@@ -360,21 +394,29 @@ def commit():
     return f"`{head}`" + (" + changes" if changed else "")
 
 
-def write_report(folder, paths, statuses, runs):
-    import comfy_env  # reads ComfyUI's version without importing it
-    found = survivors(folder, statuses)
-    unexplained = [(describe(name), name, diff) for name, diff, known in found if known is None]
-    explained = [(describe(name), *known) for name, _, known in found if known is not None]
+def write_report(folders, paths, combined):
+    """The report from {mutant: (status, ComfyUI version)} and {ComfyUI version: folder}."""
+    folders = {version: folder for version, folder in folders.items() if load_runs(folder)}  # a fresh one has none
+    statuses = {name: status for name, (status, _) in combined.items()}
+    versions = sorted(folders, key=version_key)
+    found = survivors(combined, folders)
+    unexplained = [(describe(name), name, version, diff) for name, version, diff, known in found if known is None]
+    explained = [(describe(name), *known) for name, _, _, known in found if known is not None]
     counts = {}
     for status in statuses.values():
         counts[status] = counts.get(status, 0) + 1
     killed = counts.get("killed", 0)
+    killed_on = {v: sum(1 for status, by in combined.values() if status == "killed" and by == v) for v in versions}
+    runs = sorted(({**r, "comfyui": v} for v, folder in folders.items() for r in load_runs(folder)),
+                  key=lambda r: r["started"])
     lines = [
         "# Mutation testing",
         "",
         f"Written by `scripts/mutation.py` on {datetime.date.today()} for commit {commit()} with mutmut "
         f"{importlib.metadata.version('mutmut')}, Python {platform.python_version()} and ComfyUI "
-        f"{'.'.join(map(str, comfy_env.comfyui_version()))}. Not a CI gate; "
+        f"{' and '.join(versions)}"
+        + (" (a mutant counts as killed when a test fails on either; the run on each ComfyUI tests the "
+           "mutants that the other left alive)" if len(versions) > 1 else "") + ". Not a CI gate; "
         "the goal is at least 90 % killed, and every survivor killed by a test or explained as equivalent.",
         "",
         f"- Mutated: {', '.join(f'`{p}`' for p in paths)}, except lines of user-facing prose "
@@ -390,6 +432,9 @@ def write_report(folder, paths, statuses, runs):
         f"of the {checked(statuses)} checked); killed or explained: {killed + len(explained)} "
         f"({100 * (killed + len(explained)) / max(checked(statuses), 1):.1f} %).",
         "",
+        *([f"Killed on ComfyUI {versions[0]}: {killed_on[versions[0]]}; "
+           + "; ".join(f"on {v}, of the mutants the other left alive: {killed_on[v]}" for v in versions[1:]) + ".",
+           ""] if len(versions) > 1 else []),
         "| status | mutants |",
         "|---|---|",
         *[f"| {status} | {count} |" for status, count in sorted(counts.items())],
@@ -398,19 +443,20 @@ def write_report(folder, paths, statuses, runs):
     if counts.get("not checked"):
         lines += [f"Partial: {counts['not checked']} mutants not checked yet; the same command resumes.", ""]
     lines += [
-        "Runs (each resumes the one before):", "",
-        "| started | outcome | mutants checked | minutes | seconds per mutant |", "|---|---|---|---|---|",
-        *[f"| {r['started']} | {r['outcome']} | {r['checked']} | {r['seconds'] / 60:.0f} | "
+        "Runs (each resumes the one before on its ComfyUI):", "",
+        "| started | ComfyUI | outcome | mutants checked | minutes | seconds per mutant |", "|---|---|---|---|---|---|",
+        *[f"| {r['started']} | {r['comfyui']} | {r['outcome']} | {r['checked']} | {r['seconds'] / 60:.0f} | "
           + (f"{r['seconds'] / r['checked']:.1f} |" if r["checked"] else "|") for r in runs],
         "",
         "## Survivors not explained",
         "",
-        f"`mutmut show NAME`, run in `{folder.relative_to(REPO)}/`, shows one again; "
-        "`scripts/mutation.py --retest-survivors` tests them again.",
+        "`mutmut show NAME`, run in the staging folder of the ComfyUI it survived on ("
+        + ", ".join(f"`{folder.relative_to(REPO)}/`" for folder in folders.values())
+        + "), shows one again; `scripts/mutation.py --retest-survivors` tests them again.",
         "",
     ]
-    for (file, function), name, diff in unexplained:
-        lines += [f"### `{file}` `{function}`: `{name}`", "", "```diff", diff, "```", ""]
+    for (file, function), name, version, diff in unexplained:
+        lines += [f"### `{file}` `{function}`: `{name}` (ComfyUI {version})", "", "```diff", diff, "```", ""]
     if not unexplained:
         lines += ["None.", ""]
     lines += ["## Survivors explained", "", "| file | function | mutated line | why |", "|---|---|---|---|",
@@ -444,22 +490,40 @@ def main():
     if importlib.util.find_spec("mutmut") is None:
         subprocess.run([sys.executable, "-m", "pip", "install", f"mutmut=={MUTMUT_VERSION}"], check=True)
     folder = stage(args.paths)
-    runs_file = folder / "runs.json"
-    runs = json.loads(runs_file.read_text()) if runs_file.exists() else []
-    statuses = results(folder)
-    retested = [name for name, _, known in survivors(folder, statuses) if known is None] if args.retest_survivors else []
-    # An empty list of mutants would have mutmut test every unchecked one.
-    if not args.report_only and (retested or not args.retest_survivors):
-        started, checked_before, began = datetime.datetime.now(), checked(statuses), time.monotonic()
-        outcome = run(folder, args.max_minutes, retested, args.children)
-        if retested:
-            outcome = f"{outcome}: {len(retested)} survivors tested again"
-        runs.append({"started": f"{started:%Y-%m-%d %H:%M}", "outcome": outcome,
+    version, sources = comfyui_version(), sources_digest(args.paths)
+    others = other_comfyuis(folder, sources)
+
+    folders = {version: folder, **others}
+
+    def statuses_everywhere():
+        return combine({v: results(f) for v, f in folders.items()})
+
+    here, combined = results(folder), statuses_everywhere()
+    found = survivors(combined, folders)
+    if args.retest_survivors:
+        pending = [name for name, _, _, known in found if known is None]
+    else:
+        # The oldest ComfyUI's run checks every mutant; a newer one's, those left alive by the others.
+        first = version == min(folders, key=version_key)
+        explained = {name for name, _, _, known in found if known is not None}
+        # A mutant that no test reached is tried again: a test added since may reach it.
+        pending = [name for name, (status, _) in combined.items() if status != "killed" and name not in explained
+                   and here.get(name, "not checked") in ("not checked", "no tests") and (first or status != "not checked")]
+    runs = load_runs(folder)
+    if not args.report_only and pending:
+        unchecked = [name for name, status in here.items() if status == "not checked"]
+        started, checked_before, began = datetime.datetime.now(), checked(here), time.monotonic()
+        # No names has mutmut test every unchecked mutant.
+        outcome = run(folder, args.max_minutes, [] if set(pending) == set(unchecked) else pending, args.children)
+        if args.retest_survivors:
+            outcome = f"{outcome}: {len(pending)} survivors tested again"
+        runs.append({"started": f"{started:%Y-%m-%d %H:%M}", "outcome": outcome, "sources": sources,
                      "checked": checked(results(folder)) - checked_before, "seconds": time.monotonic() - began})
-        runs_file.write_text(json.dumps(runs, indent=1))
-    statuses = results(folder)
-    write_report(folder, args.paths, statuses, runs)
-    print(f"{REPORT.relative_to(REPO)}: {list(statuses.values()).count('killed')} / {len(statuses)} killed")
+        (folder / "runs.json").write_text(json.dumps(runs, indent=1))
+        combined = statuses_everywhere()
+    write_report(folders, args.paths, combined)
+    killed = [status for status, _ in combined.values()].count("killed")
+    print(f"{REPORT.relative_to(REPO)}: {killed} / {len(combined)} killed")
 
 
 if __name__ == "__main__":
