@@ -107,6 +107,17 @@ EXPLAINED = [
      "has each of its block groups, so the default is never read"),
     ("guided_attention", "strength=", "equivalent: every caller passes the strength (GuidancePatch its own); the "
      "default states the plain case"),
+    ("AttentionCall.add_to_rows", "in_place=", "equivalent: both callers (GuidancePatch.apply) pass in_place, so "
+     "the default is never read"),
+    ("AttentionCall.add_to_rows", "first_row, ", "performance only: in_place is only tested for truth, and None is "
+     "as false as False, so the rows are added to a copy instead of in place"),
+    ("AttentionCall.to_output_layout", "x.to(", "equivalent: every output handed to it is already in q's dtype "
+     "(gag_core's attention functions return q's dtype, which its unit tests check); the cast guards the caller's "
+     "dtype"),
+    ("GuidancePatch._scaled", "self.strength == ", "equivalent: at strength 1 strength * delta is delta bit for bit, "
+     "and strength is refused outside [0, 1], so it is never 2; the check only saves that pass"),
+    ("GAGAttentionGuidanceAdvanced.execute", "can_compile(", "equivalent off CUDA: can_compile tells only \"cuda\" "
+     "apart, and on the tests' CPU both None and \"cpu\" ask for a C++ compiler"),
     ("AttentionCall.replace_rows", "first_row, ", "equivalent: in_place is only tested for truth, and None is "
      "as false as False"),
     ("CirculationPatch.attention", "mask.shape[+", "equivalent: a call's mask is 4-d (_mask_from_comfy makes it so), "

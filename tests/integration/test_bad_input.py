@@ -30,6 +30,7 @@ CASES = [
     ("strength above 1", "sd15", ADV, {"strength": 1.5}, {}, ("strength", "[0.0, 1.0]")),
     ("unknown guide_keys", "flux", ADV, {"guide_keys": "some keys"}, {}, ("guide_keys", "text keys")),
     ("unknown cap", "sd15", ADV, {"cap": "soft"}, {}, ("cap", "relative to the focused output")),
+    ("unknown sparse kernel", "sd15", ADV, {"sparse_kernel": "fast"}, {}, ("sparse_kernel", "'fused (compiled)'")),
     ("NaN circulation alpha", "sd15", CIRC, {"alpha": math.nan}, {}, ("alpha", "finite number")),
     ("infinite beta", "flux", CIRC, {"beta": math.inf}, {}, ("beta", "finite number")),
     ("unknown adaptive mode", "sd15", CIRC_ADV, {"adaptive": "auto"}, {}, ("adaptive", "off")),

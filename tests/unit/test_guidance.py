@@ -80,7 +80,10 @@ def test_relative_cap_scales_with_the_sparse_norm():
 
 
 def test_default_cap_is_absolute_and_defaults_match_the_paper():
-    dense, sparse = _pair(seed=5)
+    # Vectors large enough that the paper's cap (eta 15) binds on some of them and not on others.
+    dense, sparse = (40 * x for x in _pair(seed=5))
+    bound = guidance_geometry(dense, sparse, 15.0, 0.0, "absolute")["cap_bound"]
+    assert bound.any() and not bound.all()
     explicit = gag(dense, sparse, scale=10.0, eta=15.0, zeta=0.0, cap="absolute")
     torch.testing.assert_close(gag(dense, sparse), explicit, atol=0, rtol=0)
 
