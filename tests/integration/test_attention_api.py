@@ -355,10 +355,11 @@ def _backend_node():
 @pytest.mark.skipif(_backend_node() is None, reason="this ComfyUI has no ModelAttentionBackend node (added after 0.3.75)")
 @pytest.mark.parametrize("node_id", ["GAGAttentionGuidance", "AttentionCirculationControl"])
 @pytest.mark.parametrize("order", ["backend after the pack", "backend before the pack"])
-def test_core_attention_backend_node_in_either_order(node_classes, tiny_model, node_id, order):
+@pytest.mark.parametrize("family", ["flux", "hidream_o1"])  # HiDream-O1: a token order of its own (causal text)
+def test_core_attention_backend_node_in_either_order(node_classes, tiny_model, node_id, order, family):
     """ModelAttentionBackend replaces the override without chaining it: placed after the pack's node,
     the pack's patch must still apply, on top of the chosen backend."""
-    base = tiny_model("flux")
+    base = tiny_model(family)
 
     def backend(model):
         return _backend_node()().patch(model, "pytorch attention")[0]
@@ -366,11 +367,11 @@ def test_core_attention_backend_node_in_either_order(node_classes, tiny_model, n
     def pack(model):
         return run_node(node_classes[node_id], model=model)[0]
 
-    expected = sample(pack(base), "flux")
+    expected = sample(pack(base), family)
     model = backend(pack(base)) if order == "backend after the pack" else pack(backend(base))
-    torch.testing.assert_close(sample(model, "flux"), expected, rtol=1e-5, atol=1e-5)
-    assert not torch.allclose(expected, sample(base, "flux"), atol=1e-3)
-    assert torch.equal(sample(backend(base), "flux"), sample(base, "flux")), "the backend alone changed the model"
+    torch.testing.assert_close(sample(model, family), expected, rtol=1e-5, atol=1e-5)
+    assert not torch.allclose(expected, sample(base, family), atol=1e-3)
+    assert torch.equal(sample(backend(base), family), sample(base, family)), "the backend alone changed the model"
 
 
 def test_two_pack_nodes_then_a_backend_node_keep_their_order(node_classes, tiny_model):
