@@ -219,6 +219,25 @@ def test_the_fused_kernel_choice_reaches_the_patch(node_classes, tiny_model, fam
         assert patches and all(patch.patch.fused is fused for patch in patches), choice
 
 
+class FusedKernelCalled(Exception):
+    pass
+
+
+def test_the_fused_kernel_choice_reaches_the_attention_calls(node_classes, tiny_model, monkeypatch):
+    """On the UNet's cross-attention, whose guided output is formed in one pass, the chosen kernel is
+    the one the calls run (test_the_fused_kernel_choice_reaches_the_patch checks the patch object).
+    The fused kernel is replaced by one that stops the run, so nothing is compiled."""
+    def stop(*args, **kwargs):
+        raise FusedKernelCalled
+
+    monkeypatch.setattr(importlib.import_module(PACK_MODULE + ".gag_core.attention"), "_fused_pair", stop)
+    monkeypatch.setattr(importlib.import_module(PACK_MODULE + ".nodes.guidance"), "can_compile", lambda device: True)
+    node = node_classes["GAGAttentionGuidanceAdvanced"]
+    sample(run_node(node, model=tiny_model("sd15"), sparse_kernel="chunked")[0], "sd15", steps=1)
+    with pytest.raises(FusedKernelCalled):
+        sample(run_node(node, model=tiny_model("sd15"), sparse_kernel="fused (compiled)")[0], "sd15", steps=1)
+
+
 def test_the_fused_kernel_is_refused_by_name_where_it_cannot_be_built(node_classes, tiny_model, monkeypatch):
     monkeypatch.setenv("PATH", "")  # no C++ compiler to be found: the tests run on CPU
     monkeypatch.delenv("CXX", raising=False)
