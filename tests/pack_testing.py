@@ -1,6 +1,10 @@
 """Helpers for tests that drive the pack's nodes in-process."""
+import sys
 
 PACK_MODULE = "ComfyUI_GAG_under_test"
+# Where a UNet's cross-attention gets its plain output: formed in the guidance pass (on CPU), or
+# from the backend, with the guidance computed on top (on CUDA).
+PLAIN_OUTPUT_SOURCES = {"guidance pass": True, "backend": False}
 
 
 def run_node(node_class, **inputs):
@@ -21,3 +25,9 @@ class CallRecorder:
         if not self.calls and (kwargs.get("transformer_options") or {}).get("block_type"):
             self.calls.append((args, dict(kwargs), func(*args, **kwargs), output))
         return output
+
+
+def plain_output_from(source, monkeypatch):
+    """Have guided cross-attention calls take their plain output from ``source`` (a PLAIN_OUTPUT_SOURCES key)."""
+    monkeypatch.setattr(sys.modules[PACK_MODULE + ".nodes.patching"], "dense_costs_less_in_sparse_pass",
+                        lambda device: PLAIN_OUTPUT_SOURCES[source])

@@ -12,7 +12,7 @@ from PIL import Image
 import gag_core
 import gag_core.diagnostics
 
-from pack_testing import CallRecorder, run_node
+from pack_testing import PLAIN_OUTPUT_SOURCES, CallRecorder, plain_output_from, run_node
 from tiny_models import ALL_FAMILIES, sample
 
 
@@ -52,8 +52,11 @@ OBSERVED_RULES = [
 ]
 
 
+@pytest.mark.parametrize("source", PLAIN_OUTPUT_SOURCES)
 @pytest.mark.parametrize("node_id,settings,eta,zeta", OBSERVED_RULES, ids=["gag", "gag-zeta", "pladis"])
-def test_probe_numbers_match_gag_core_on_captured_tensors(node_classes, tiny_model, node_id, settings, eta, zeta):
+def test_probe_numbers_match_gag_core_on_captured_tensors(node_classes, tiny_model, monkeypatch, node_id, settings,
+                                                          eta, zeta, source):
+    plain_output_from(source, monkeypatch)
     model = tiny_model("sd15")
     guided = run_node(node_classes[node_id], model=model, layers="input 1", **settings)[0]
     probed, geometry = probe(node_classes, guided)

@@ -30,7 +30,7 @@ from comfy_api.latest import io
 import comfy_env
 import oracle
 from gag_core.fused import can_compile
-from pack_testing import PACK_MODULE, run_node
+from pack_testing import PACK_MODULE, PLAIN_OUTPUT_SOURCES, plain_output_from, run_node
 from tiny_models import NEWER_FAMILIES, empty_latent, sample
 
 INF = float("inf")
@@ -223,13 +223,15 @@ class FusedKernelCalled(Exception):
     pass
 
 
-def test_the_fused_kernel_choice_reaches_the_attention_calls(node_classes, tiny_model, monkeypatch):
-    """On the UNet's cross-attention, whose guided output is formed in one pass, the chosen kernel is
-    the one the calls run (test_the_fused_kernel_choice_reaches_the_patch checks the patch object).
-    The fused kernel is replaced by one that stops the run, so nothing is compiled."""
+@pytest.mark.parametrize("source", PLAIN_OUTPUT_SOURCES)
+def test_the_fused_kernel_choice_reaches_the_attention_calls(node_classes, tiny_model, monkeypatch, source):
+    """On the UNet's cross-attention the chosen kernel is the one the calls run
+    (test_the_fused_kernel_choice_reaches_the_patch checks the patch object). The fused kernel is
+    replaced by one that stops the run, so nothing is compiled."""
     def stop(*args, **kwargs):
         raise FusedKernelCalled
 
+    plain_output_from(source, monkeypatch)
     monkeypatch.setattr(importlib.import_module(PACK_MODULE + ".gag_core.attention"), "_fused_pair", stop)
     monkeypatch.setattr(importlib.import_module(PACK_MODULE + ".nodes.guidance"), "can_compile", lambda device: True)
     node = node_classes["GAGAttentionGuidanceAdvanced"]
