@@ -140,6 +140,8 @@ EXPLAINED = [
     ("GuidancePatch.apply", "dense=", "performance only, as above"),
     ("GuidancePatch.apply", "row_logsumexp", "performance only: without the kernel's logsumexp gag_core forms it from "
      "the logits, the same value to rounding"),
+    ("GuidancePatch.apply", "in_place=", "performance only: without in_place the delta is added to a copy of the "
+     "plain output instead of into it"),
     ("GuidancePatch.apply", "mask=", "equivalent: the cross-attention calls of the tested models carry no mask (a "
      "UNet's attn2 replace patch gets none, Cosmos-type cross-attention passes none)"),
     ("GuidancePatch.apply", "add_to_rows(output, self._scaled(delta), ", "equivalent: a cross-attention delta covers "
