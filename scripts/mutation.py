@@ -528,10 +528,14 @@ def main():
         started, checked_before, began = datetime.datetime.now(), checked(here), time.monotonic()
         # No names has mutmut test every unchecked mutant.
         outcome = run(folder, args.max_minutes, [] if set(pending) == set(unchecked) else pending, args.children)
+        after = results(folder)
+        left = sum(after.get(name, "not checked") == "not checked" for name in pending)
+        if outcome == "complete" and left:  # mutmut stopped from outside, e.g. its process group interrupted
+            outcome = f"stopped with {left} of its mutants unchecked"
         if args.retest_survivors:
             outcome = f"{outcome}: {len(pending)} survivors tested again"
         runs.append({"started": f"{started:%Y-%m-%d %H:%M}", "outcome": outcome, "sources": sources,
-                     "checked": checked(results(folder)) - checked_before, "seconds": time.monotonic() - began})
+                     "checked": checked(after) - checked_before, "seconds": time.monotonic() - began})
         (folder / "runs.json").write_text(json.dumps(runs, indent=1))
         combined = statuses_everywhere()
     write_report(folders, args.paths, combined)
