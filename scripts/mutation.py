@@ -155,6 +155,8 @@ EXPLAINED = [
     ("gag", "g_norm > ", "equivalent: ||g|| equals the cap's limit exactly only by chance"),
     ("joint_guidance_delta", "mask.shape[", "equivalent: the pack hands gag_core 4-D masks (nodes.patching._mask_from_comfy), "
      "whose axis 2 is axis -2"),
+    ("guidance_delta", "dense=None, fused=", "performance only: the fused kernels give the same outputs to "
+     "rounding (tests/unit/test_fused.py); every caller in the pack passes its choice"),
     ("joint_guidance_delta", "fused=", "performance only: the fused kernels give the same outputs to rounding "
      "(tests/unit/test_fused.py), and None is as false as False"),
     ("joint_guidance_delta", "max_score_elements=", "performance only: the chunk size bounds the memory of the "

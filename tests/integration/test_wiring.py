@@ -223,21 +223,23 @@ class FusedKernelCalled(Exception):
     pass
 
 
-@pytest.mark.parametrize("source", PLAIN_OUTPUT_SOURCES)
-def test_the_fused_kernel_choice_reaches_the_attention_calls(node_classes, tiny_model, monkeypatch, source):
-    """On the UNet's cross-attention the chosen kernel is the one the calls run
+@pytest.mark.parametrize("family,source", [("sd15", source) for source in PLAIN_OUTPUT_SOURCES] + [("flux", None)])
+def test_the_fused_kernel_choice_reaches_the_attention_calls(node_classes, tiny_model, monkeypatch, family, source):
+    """The chosen kernel is the one the guided calls run, on the UNet's cross-attention (either
+    source of its plain output) and on FLUX's joint attention
     (test_the_fused_kernel_choice_reaches_the_patch checks the patch object). The fused kernel is
     replaced by one that stops the run, so nothing is compiled."""
     def stop(*args, **kwargs):
         raise FusedKernelCalled
 
-    plain_output_from(source, monkeypatch)
+    if source is not None:
+        plain_output_from(source, monkeypatch)
     monkeypatch.setattr(importlib.import_module(PACK_MODULE + ".gag_core.attention"), "_fused_pair", stop)
     monkeypatch.setattr(importlib.import_module(PACK_MODULE + ".nodes.guidance"), "can_compile", lambda device: True)
     node = node_classes["GAGAttentionGuidanceAdvanced"]
-    sample(run_node(node, model=tiny_model("sd15"), sparse_kernel="chunked")[0], "sd15", steps=1)
+    sample(run_node(node, model=tiny_model(family), sparse_kernel="chunked")[0], family, steps=1)
     with pytest.raises(FusedKernelCalled):
-        sample(run_node(node, model=tiny_model("sd15"), sparse_kernel="fused (compiled)")[0], "sd15", steps=1)
+        sample(run_node(node, model=tiny_model(family), sparse_kernel="fused (compiled)")[0], family, steps=1)
 
 
 def test_the_fused_kernel_is_refused_by_name_where_it_cannot_be_built(node_classes, tiny_model, monkeypatch):
