@@ -118,6 +118,13 @@ EXPLAINED = [
      "and strength is refused outside [0, 1], so it is never 2; the check only saves that pass"),
     ("GAGAttentionGuidanceAdvanced.execute", "can_compile(", "equivalent off CUDA: can_compile tells only \"cuda\" "
      "apart, and on the tests' CPU both None and \"cpu\" ask for a C++ compiler"),
+    ("AttentionCall._write_rows", "memory_format=", "equivalent: the rows are written through a view, which a copy "
+     "in the output's own layout allows as well"),
+    ("AttentionCall._write_rows", "values.to(", "equivalent up to rounding: add_ and copy_ cast into the output's "
+     "dtype themselves; the cast rounds the values before they are added"),
+    ("_patch_guidance", "model_layout(model, ", "prose: the node name a refusal's log line names"),
+    ("_patch_guidance", "unet_attention=", "equivalent: \"attn2\" is install's default; the argument says which "
+     "UNet attention guidance patches"),
     ("AttentionCall.replace_rows", "first_row, ", "equivalent: in_place is only tested for truth, and None is "
      "as false as False"),
     ("CirculationPatch.attention", "mask.shape[+", "equivalent: a call's mask is 4-d (_mask_from_comfy makes it so), "

@@ -10,7 +10,7 @@ from torch.profiler import ProfilerActivity, profile
 import gag_core
 import oracle
 from gag_core.attention import attention_and_logsumexp, combined_attention, sparse_dense_attention
-from gag_core.delta import guided_attention, joint_guidance_delta
+from gag_core.delta import guidance_delta, guided_attention, joint_guidance_delta
 
 B, H, LQ, LK, D = 2, 3, 37, 19, 8
 TEXT, IMAGE = slice(0, 8), slice(8, None)  # a joint call's first 8 tokens are text, the rest the image
@@ -207,6 +207,26 @@ def test_guided_attention_returns_q_dtype(observed):
     rule = functools.partial(gag_core.gag, **GAG_SETTINGS)
     guided = guided_attention(q, k, v, rule, 0.5, observe=(lambda dense, sparse: None) if observed else None)
     assert guided.dtype == torch.bfloat16
+
+
+def test_guidance_deltas_return_q_dtype():
+    """The delta a patch adds to a half-precision layer's output comes in the layer's dtype."""
+    q, k, v = _qkv(queries=12, keys=12, seed=12, dtype=torch.bfloat16)
+    rule = functools.partial(gag_core.gag, **GAG_SETTINGS)
+    text, image = slice(0, 4), slice(4, q.shape[2])
+    assert guidance_delta(q, k, v, rule).dtype == torch.bfloat16
+    assert joint_guidance_delta(q, k, v, rule, text, image).dtype == torch.bfloat16
+
+
+def test_guidance_delta_keeps_to_the_score_budget():
+    q, k, v = _qkv(batch=1, heads=2, queries=4096, keys=64, dim=16, seed=7)
+    rule = functools.partial(gag_core.gag, **GAG_SETTINGS)
+
+    def peak(max_score_elements):
+        return _peak_bytes_allocated(lambda: guidance_delta(q, k, v, rule, max_score_elements=max_score_elements))
+
+    unchunked_scores = 2 * 4096 * 64 * 4
+    assert peak(2**30) - peak(2**14) > unchunked_scores
 
 
 @pytest.mark.parametrize("observed", [False, True])
