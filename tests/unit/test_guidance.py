@@ -160,6 +160,16 @@ def test_shape_mismatch_raises(combine):
         combine(dense, sparse.numpy())
 
 
+@pytest.mark.parametrize("combine", [gag, lambda d, s: pladis(d, s, 2.0)])
+def test_a_non_tensor_or_0d_input_is_refused_by_name_with_what_it_got(combine):
+    vector = torch.ones(16)
+    with pytest.raises(ValueError, match=r"^dense must be a torch.Tensor of shape \(\.\.\., D\), got float$"):
+        combine(1.0, vector)
+    with pytest.raises(ValueError, match=r"^sparse must be a torch.Tensor of shape \(\.\.\., D\), got \(\)$"):
+        combine(vector, torch.tensor(1.0))
+    assert combine(vector, 2 * vector).shape == (16,)  # a single vector is (..., D) with no leading axes
+
+
 @pytest.mark.parametrize("scale", [math.nan, math.inf, "x"])
 def test_pladis_bad_scale_raises(scale):
     with pytest.raises(ValueError, match="^scale must be a finite number"):
