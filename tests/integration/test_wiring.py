@@ -766,6 +766,34 @@ def test_start_and_end_percent_bound_the_steps_that_are_patched(node_classes, ti
     check_calls(calls, DEFAULTS[node_id], lambda block: patched_by_default(node_id, block), window)
 
 
+def test_the_window_holds_both_its_ends(node_classes, tiny_model):
+    patching = importlib.import_module(PACK_MODULE + ".nodes.patching")
+    window = patching.Window.from_percent(tiny_model("sd15"), 0.3, 0.7)
+    assert window.contains(window.sigma_start) and window.contains(window.sigma_end)
+    assert not window.contains(window.sigma_start * 1.001) and not window.contains(window.sigma_end * 0.999)
+
+
+# (c_crossattn, the text tokens it counts): only a conditioning with a token axis counts.
+CONDITIONINGS = [(None, 0), (torch.zeros(7), 0), (torch.zeros(1, 7), 7), (torch.zeros(1, 7, 4), 7)]
+
+
+@pytest.mark.parametrize("c_crossattn,text_tokens", CONDITIONINGS, ids=["none", "1-d", "2-d", "3-d"])
+def test_a_model_call_counts_its_text_tokens_from_the_conditioning(node_classes, c_crossattn, text_tokens):
+    """What the model-call wrapper tells the attention calls: the conditioning's tokens, plus the
+    text the model joins from its other inputs; no text at all where the conditioning has none."""
+    patching = importlib.import_module(PACK_MODULE + ".nodes.patching")
+    seen = []
+
+    def executor(x, t, c_concat, c_crossattn, control, transformer_options, **kwargs):
+        seen.append(transformer_options[patching.CALL_INFO_KEY])
+
+    options = {patching.TEXT_CONDS_KEY: [("extra_text", 1, 2)]}  # joined twice, along axis 1
+    patching._record_call_info(executor, torch.zeros(1, 4, 8, 8), torch.tensor([0.5]), c_crossattn=c_crossattn,
+                               transformer_options=options, extra_text=torch.zeros(1, 3, 4))
+    assert seen[0].text_tokens == (text_tokens + 2 * 3 if text_tokens else 0)
+    assert seen[0].sigma == 0.5 and seen[0].latent_shape == (8, 8)
+
+
 @pytest.mark.parametrize("family", ["sd15", "sdxl", "flux", "flux2", "chroma", "hunyuan_image", "sd3", "qwen_image",
                                     "z_image", "krea2",
                                     "cosmos_predict2", "anima", "kandinsky5", "lens", "auraflow", "joyimage", "ideogram4",
