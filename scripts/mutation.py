@@ -122,6 +122,8 @@ EXPLAINED = [
      "in the output's own layout allows as well"),
     ("AttentionCall._write_rows", "values.to(", "equivalent up to rounding: add_ and copy_ cast into the output's "
      "dtype themselves; the cast rounds the values before they are added"),
+    ("install", 'unet_attention="', "equivalent: every caller names the UNet attention it patches, so the "
+     "default is never read"),
     ("_patch_guidance", "model_layout(model, ", "prose: the node name a refusal's log line names"),
     ("_patch_guidance", "unet_attention=", "equivalent: \"attn2\" is install's default; the argument says which "
      "UNet attention guidance patches"),

@@ -766,6 +766,17 @@ def test_start_and_end_percent_bound_the_steps_that_are_patched(node_classes, ti
     check_calls(calls, DEFAULTS[node_id], lambda block: patched_by_default(node_id, block), window)
 
 
+@pytest.mark.parametrize("family", ["sd15", "flux"])
+def test_chained_pack_nodes_wrap_the_model_call_once(node_classes, tiny_model, family):
+    import comfy.patcher_extension
+
+    patching = importlib.import_module(PACK_MODULE + ".nodes.patching")
+    guided = run_node(node_classes["GAGAttentionGuidance"], model=tiny_model(family))[0]
+    both = run_node(node_classes["AttentionCirculationControl"], model=guided)[0]
+    wrappers = both.get_wrappers(comfy.patcher_extension.WrappersMP.APPLY_MODEL, patching.WRAPPER_KEY)
+    assert len(wrappers) == 1
+
+
 def test_the_window_holds_both_its_ends(node_classes, tiny_model):
     patching = importlib.import_module(PACK_MODULE + ".nodes.patching")
     window = patching.Window.from_percent(tiny_model("sd15"), 0.3, 0.7)
