@@ -791,18 +791,22 @@ CONDITIONINGS = [(None, 0), (torch.zeros(7), 0), (torch.zeros(1, 7), 7), (torch.
 @pytest.mark.parametrize("c_crossattn,text_tokens", CONDITIONINGS, ids=["none", "1-d", "2-d", "3-d"])
 def test_a_model_call_counts_its_text_tokens_from_the_conditioning(node_classes, c_crossattn, text_tokens):
     """What the model-call wrapper tells the attention calls: the conditioning's tokens, plus the
-    text the model joins from its other inputs; no text at all where the conditioning has none."""
+    text the model joins from its other inputs; no text at all where the conditioning has none. The
+    model gets every input as it came (an edit model's concatenated image, a ControlNet's residuals)."""
     patching = importlib.import_module(PACK_MODULE + ".nodes.patching")
     seen = []
 
     def executor(x, t, c_concat, c_crossattn, control, transformer_options, **kwargs):
-        seen.append(transformer_options[patching.CALL_INFO_KEY])
+        seen.append((transformer_options[patching.CALL_INFO_KEY], x, t, c_concat, c_crossattn, control, kwargs))
 
     options = {patching.TEXT_CONDS_KEY: [("extra_text", 1, 2)]}  # joined twice, along axis 1
-    patching._record_call_info(executor, torch.zeros(1, 4, 8, 8), torch.tensor([0.5]), c_crossattn=c_crossattn,
-                               transformer_options=options, extra_text=torch.zeros(1, 3, 4))
-    assert seen[0].text_tokens == (text_tokens + 2 * 3 if text_tokens else 0)
-    assert seen[0].sigma == 0.5 and seen[0].latent_shape == (8, 8)
+    inputs = (torch.zeros(1, 4, 8, 8), torch.tensor([0.5]), torch.ones(1, 4, 8, 8), c_crossattn, {"output": []})
+    extra_text = torch.zeros(1, 3, 4)
+    patching._record_call_info(executor, *inputs, transformer_options=options, extra_text=extra_text)
+    info, *passed, kwargs = seen[0]
+    assert info.text_tokens == (text_tokens + 2 * 3 if text_tokens else 0)
+    assert info.sigma == 0.5 and info.latent_shape == (8, 8)
+    assert all(a is b for a, b in zip(passed, inputs)) and kwargs == {"extra_text": extra_text}
 
 
 @pytest.mark.parametrize("family", ["sd15", "sdxl", "flux", "flux2", "chroma", "hunyuan_image", "sd3", "qwen_image",
