@@ -515,9 +515,7 @@ def main():
         subprocess.run([sys.executable, "-m", "pip", "install", f"mutmut=={MUTMUT_VERSION}"], check=True)
     folder = stage(args.paths)
     version, sources = comfyui_version(), sources_digest(args.paths)
-    others = other_comfyuis(folder, sources)
-
-    folders = {version: folder, **others}
+    folders = {version: folder, **other_comfyuis(folder, sources)}
 
     def statuses_everywhere():
         return combine({v: results(f) for v, f in folders.items()})
@@ -533,7 +531,6 @@ def main():
         # A mutant that no test reached is tried again: a test added since may reach it.
         pending = [name for name, (status, _) in combined.items() if status != "killed" and name not in explained
                    and here.get(name, "not checked") in ("not checked", "no tests") and (first or status != "not checked")]
-    runs = load_runs(folder)
     if not args.report_only and pending:
         unchecked = [name for name, status in here.items() if status == "not checked"]
         started, checked_before, began = datetime.datetime.now(), checked(here), time.monotonic()
@@ -544,7 +541,9 @@ def main():
         if outcome == "complete" and left:  # mutmut stopped from outside, e.g. its process group interrupted
             outcome = f"stopped with {left} of its mutants unchecked"
         if args.retest_survivors:
-            outcome = f"{outcome}: {len(pending)} survivors tested again"
+            killed = sum(after.get(name) == "killed" for name in pending)
+            outcome = f"{outcome}: {len(pending)} survivors tested again, {killed} of them killed"
+        runs = load_runs(folder)
         runs.append({"started": f"{started:%Y-%m-%d %H:%M}", "outcome": outcome, "sources": sources,
                      "checked": checked(after) - checked_before, "seconds": time.monotonic() - began})
         (folder / "runs.json").write_text(json.dumps(runs, indent=1))
