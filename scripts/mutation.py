@@ -413,8 +413,9 @@ def survivors(combined, folders):
 def commit():
     """The checked-out commit, with "+ changes" where the working tree differs from it."""
     head = subprocess.run(["git", "rev-parse", "--short", "HEAD"], cwd=REPO, capture_output=True, text=True).stdout.strip()
-    changed = subprocess.run(["git", "status", "--porcelain", "--untracked-files=no"], cwd=REPO, capture_output=True,
-                             text=True).stdout.strip()
+    # The report itself left out: rewriting it is what this run does.
+    changed = subprocess.run(["git", "status", "--porcelain", "--untracked-files=no", "--", ".",
+                              f":!{REPORT.relative_to(REPO)}"], cwd=REPO, capture_output=True, text=True).stdout.strip()
     return f"`{head}`" + (" + changes" if changed else "")
 
 
@@ -542,7 +543,7 @@ def main():
             outcome = f"stopped with {left} of its mutants unchecked"
         if args.retest_survivors:
             killed = sum(after.get(name) == "killed" for name in pending)
-            outcome = f"{outcome}: {len(pending)} survivors tested again, {killed} of them killed"
+            outcome = f"{outcome}: {len(pending)} survivor{'s' * (len(pending) != 1)} tested again, {killed} killed"
         runs = load_runs(folder)
         runs.append({"started": f"{started:%Y-%m-%d %H:%M}", "outcome": outcome, "sources": sources,
                      "checked": checked(after) - checked_before, "seconds": time.monotonic() - began})
