@@ -133,14 +133,9 @@ EXPLAINED = [
      "where axis 2 is axis -2"),
     ("_split_heads", "scale != dim_head", "performance only: folding the default scale into q multiplies it by "
      "scale x sqrt(D) = 1; the check saves that pass"),
-    ("_joint_call", '"joint"', "equivalent: the rules tell a call's kind only from \"cross\" and \"self\", so any "
-     "other name is a joint call"),
-    ("execute", '"gag"', "equivalent: a guidance rule tells PLADIS by its name \"pladis\", so any other name is GAG"),
     ("execute", "_patch_guidance(cls, model, rule, ", "equivalent: no block list and an empty one both mean the "
      "node's default blocks"),
     ("patch_circulation", '"value"', "equivalent: the rule takes the input-space path only for \"reference\""),
-    ("AttentionSite.__call__", "transformer_options=options, ", "equivalent for the supported models: "
-     "their attention functions take transformer_options as their only keyword"),
     ("UnetAttentionReplace._base", "attn_precision=", "equivalent in these runs: ComfyUI reads the attention "
      "precision only to upcast half-precision attention on CUDA, and the tests run float32 on CPU"),
     ("GuidancePatch.apply", "plain = ", "performance only: without the layer's plain output gag_core computes the "
@@ -153,15 +148,12 @@ EXPLAINED = [
      "plain output instead of into it"),
     ("GuidancePatch.apply", "mask=", "equivalent: the cross-attention calls of the tested models carry no mask (a "
      "UNet's attn2 replace patch gets none, Cosmos-type cross-attention passes none)"),
-    ("GuidancePatch.apply", "add_to_rows(output, self._scaled(delta), ", "equivalent: a cross-attention delta covers "
-     "every row, which add_to_rows adds whole whatever the first row"),
     ("guided_attention", "fused=", "performance only: the fused kernels give the same outputs to rounding "
      "(tests/unit/test_fused.py), and None is as false as False"),
     ("guided_attention", "strength == ", "equivalent: at strength 1 the lerp gives the guided output itself; the "
      "check only saves that pass"),
     ("guided_attention", "observe is None and ", "performance only: both branches give the same output "
      "(test_guided_attention_matches_the_oracle checks each); the one-pass branch forms no full-size output"),
-    ("gag", "g_norm > ", "equivalent: ||g|| equals the cap's limit exactly only by chance"),
     ("joint_guidance_delta", "mask.shape[", "equivalent: the pack hands gag_core 4-D masks (nodes.patching._mask_from_comfy), "
      "whose axis 2 is axis -2"),
     ("guidance_delta", "dense=None, fused=", "performance only: the fused kernels give the same outputs to "
@@ -170,7 +162,6 @@ EXPLAINED = [
      "(tests/unit/test_fused.py), and None is as false as False"),
     ("joint_guidance_delta", "max_score_elements=", "performance only: the chunk size bounds the memory of the "
      "score buffers, the outputs are the same (tests/unit/test_attention.py checks them at several chunk sizes)"),
-    ("joint_guidance_delta", "slice(", "equivalent: slice(0, n), slice(None, n) and slice(n) are the same slice"),
     ("execute", "end_percent=", "equivalent: ComfyUI maps every percent from 1 "
      "up to sigma 0, so an end past 1 is the end of the run"),
     ("AttentionGeometryPlot.execute", "PreviewImage(image, ", "equivalent for what the user sees: the node class only "
@@ -183,14 +174,8 @@ EXPLAINED = [
     ("define_schema", "layers_input(", "prose: the example block list in the layers tooltip"),
     ("define_schema", "max=", "a slider's upper end: where the slider stops is a choice of the interface; every "
      "value up to it is valid for the patch, which no test can tell from a different end"),
-    ("define_schema", "min=", "a slider's lower end where it is no off value (the off values are tested: strength, "
-     "PLADIS scale, entmax alpha): a choice of the interface, as above"),
     ("gag_scale_input", "max=", "a slider's upper end, as above"),
     ("gag_scale_input", "min=", "a slider's lower end (GAG's scale 0 is the focused attention, no off value), as above"),
-    ("_alpha_beta_inputs", "max=", "a slider's upper end, as above"),
-    ("_alpha_beta_inputs", "min=", "a slider's lower end (circulation's alpha and beta have no off value there), "
-     "as above"),
-    ("alpha_input", "max=", "a slider's upper end, as above"),
 ]
 # A mutant's time limit is (its tests' measured time + this) x 15; the measured time leaves out
 # what every run pays first: collection and building the tiny models.
