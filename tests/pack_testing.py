@@ -1,10 +1,15 @@
 """Helpers for tests that drive the pack's nodes in-process."""
-import sys
+import importlib
 
 PACK_MODULE = "ComfyUI_GAG_under_test"
 # Where a UNet's cross-attention gets its plain output: formed in the guidance pass (on CPU), or
 # from the backend, with the guidance computed on top (on CUDA).
 PLAIN_OUTPUT_SOURCES = {"guidance pass": True, "backend": False}
+
+
+def pack_module(name):
+    """The pack's module ``name`` ("nodes.patching", "gag_core.attention", ...) as the tests load it."""
+    return importlib.import_module(f"{PACK_MODULE}.{name}")
 
 
 def run_node(node_class, **inputs):
@@ -29,5 +34,5 @@ class CallRecorder:
 
 def plain_output_from(source, monkeypatch):
     """Have guided cross-attention calls take their plain output from ``source`` (a PLAIN_OUTPUT_SOURCES key)."""
-    monkeypatch.setattr(sys.modules[PACK_MODULE + ".nodes.patching"], "dense_costs_less_in_sparse_pass",
+    monkeypatch.setattr(pack_module("nodes.patching"), "dense_costs_less_in_sparse_pass",
                         lambda device: PLAIN_OUTPUT_SOURCES[source])

@@ -7,8 +7,6 @@ way a model's attention layer makes them. Where a tree's backend ignores a keywo
 Last, the override among the others that set the attention: core's backend node, and overrides that
 re-install themselves every step.
 """
-import sys
-
 import functools
 
 import comfy.ldm.modules.attention as attention
@@ -18,7 +16,7 @@ import torch
 import comfy_env
 import gag_core
 from gag_core.delta import guidance_delta
-from pack_testing import PACK_MODULE, run_node
+from pack_testing import pack_module, run_node
 from tiny_models import sample
 
 HEADS, DIM, TEXT, IMAGE = 2, 16, 6, 12  # 18 tokens: a token count read as the head size would show
@@ -30,7 +28,7 @@ NODES = {
 
 
 def patching():
-    return sys.modules[PACK_MODULE + ".nodes.patching"]
+    return pack_module("nodes.patching")
 
 
 def joint_options(model):

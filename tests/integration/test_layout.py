@@ -1,5 +1,4 @@
 """Block discovery by structure and the readable block lists, on every family's tiny model."""
-import importlib
 import logging
 
 import pytest
@@ -7,7 +6,7 @@ import torch
 
 from tiny_models import ALL_FAMILIES, sample
 
-from pack_testing import PACK_MODULE, run_node
+from pack_testing import pack_module, run_node
 
 EXPECTED_BLOCKS = {
     "sd15": "input 1-2, 4-5, 7-8, middle 0, output 3-11",
@@ -41,7 +40,7 @@ EXPECTED_BLOCKS = {
 
 @pytest.fixture(scope="module")
 def layout_module(pack):
-    return importlib.import_module(PACK_MODULE + ".nodes.layout")
+    return pack_module("nodes.layout")
 
 
 @pytest.mark.parametrize("family", ALL_FAMILIES)

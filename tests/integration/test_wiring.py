@@ -30,7 +30,7 @@ from comfy_api.latest import io
 import comfy_env
 import oracle
 from gag_core.fused import can_compile
-from pack_testing import PACK_MODULE, PLAIN_OUTPUT_SOURCES, plain_output_from, run_node
+from pack_testing import PLAIN_OUTPUT_SOURCES, pack_module, plain_output_from, run_node
 from tiny_models import NEWER_FAMILIES, empty_latent, sample
 
 INF = float("inf")
@@ -234,8 +234,8 @@ def test_the_fused_kernel_choice_reaches_the_attention_calls(node_classes, tiny_
 
     if source is not None:
         plain_output_from(source, monkeypatch)
-    monkeypatch.setattr(importlib.import_module(PACK_MODULE + ".gag_core.attention"), "_fused_pair", stop)
-    monkeypatch.setattr(importlib.import_module(PACK_MODULE + ".nodes.guidance"), "can_compile", lambda device: True)
+    monkeypatch.setattr(pack_module("gag_core.attention"), "_fused_pair", stop)
+    monkeypatch.setattr(pack_module("nodes.guidance"), "can_compile", lambda device: True)
     node = node_classes["GAGAttentionGuidanceAdvanced"]
     sample(run_node(node, model=tiny_model(family), sparse_kernel="chunked")[0], family, steps=1)
     with pytest.raises(FusedKernelCalled):
@@ -770,7 +770,7 @@ def test_start_and_end_percent_bound_the_steps_that_are_patched(node_classes, ti
 def test_chained_pack_nodes_wrap_the_model_call_once(node_classes, tiny_model, family):
     import comfy.patcher_extension
 
-    patching = importlib.import_module(PACK_MODULE + ".nodes.patching")
+    patching = pack_module("nodes.patching")
     guided = run_node(node_classes["GAGAttentionGuidance"], model=tiny_model(family))[0]
     both = run_node(node_classes["AttentionCirculationControl"], model=guided)[0]
     wrappers = both.get_wrappers(comfy.patcher_extension.WrappersMP.APPLY_MODEL, patching.WRAPPER_KEY)
@@ -778,7 +778,7 @@ def test_chained_pack_nodes_wrap_the_model_call_once(node_classes, tiny_model, f
 
 
 def test_the_window_holds_both_its_ends(node_classes, tiny_model):
-    patching = importlib.import_module(PACK_MODULE + ".nodes.patching")
+    patching = pack_module("nodes.patching")
     window = patching.Window.from_percent(tiny_model("sd15"), 0.3, 0.7)
     assert window.contains(window.sigma_start) and window.contains(window.sigma_end)
     assert not window.contains(window.sigma_start * 1.001) and not window.contains(window.sigma_end * 0.999)
@@ -793,7 +793,7 @@ def test_a_model_call_counts_its_text_tokens_from_the_conditioning(node_classes,
     """What the model-call wrapper tells the attention calls: the conditioning's tokens, plus the
     text the model joins from its other inputs; no text at all where the conditioning has none. The
     model gets every input as it came (an edit model's concatenated image, a ControlNet's residuals)."""
-    patching = importlib.import_module(PACK_MODULE + ".nodes.patching")
+    patching = pack_module("nodes.patching")
     seen = []
 
     def executor(x, t, c_concat, c_crossattn, control, transformer_options, **kwargs):
@@ -921,7 +921,7 @@ def test_a_joint_call_too_short_for_its_text_and_image_is_passed_through(node_cl
     between its causal text prefix and the image, and only the queries after the prefix): a joint
     call one token too short for its text and that image is not a layout the pack knows and gets
     exactly what the chain below the pack returns; a call of the full length is guided."""
-    patching = importlib.import_module(PACK_MODULE + ".nodes.patching")
+    patching = pack_module("nodes.patching")
     model = run_node(node_classes["GAGAttentionGuidanceAdvanced"], model=tiny_model(family))[0]
     options = dict(model.model_options["transformer_options"])
     override = options["optimized_attention_override"]
