@@ -267,9 +267,9 @@ def other_comfyuis(folder, sources):
     scope = folder.name.partition(COMFYUI_MARK)[0]
     found = {}
     for other in folder.parent.glob(f"{scope}{COMFYUI_MARK}*"):
-        version = other.name.partition(COMFYUI_MARK)[2]
         if other == folder:
             continue
+        version = other.name.partition(COMFYUI_MARK)[2]
         runs = load_runs(other)
         if runs and runs[-1].get("sources") == sources:
             found[version] = other
@@ -404,12 +404,12 @@ def commit():
     return f"`{head}`" + (" + changes" if changed else "")
 
 
-def write_report(folders, paths, combined):
-    """The report from {mutant: (status, ComfyUI version)} and {ComfyUI version: folder}."""
+def write_report(folders, paths, combined, found):
+    """The report from {mutant: (status, ComfyUI version)}, {ComfyUI version: folder} and the
+    survivors (``survivors``)."""
     folders = {version: folder for version, folder in folders.items() if load_runs(folder)}  # a fresh one has none
     statuses = {name: status for name, (status, _) in combined.items()}
     versions = sorted(folders, key=version_key)
-    found = survivors(combined, folders)
     unexplained = [(describe(name), name, version, diff) for name, version, diff, known in found if known is None]
     explained = [(describe(name), *known) for name, _, _, known in found if known is not None]
     counts = {}
@@ -534,7 +534,8 @@ def main():
                      "checked": checked(after) - checked_before, "seconds": time.monotonic() - began})
         (folder / "runs.json").write_text(json.dumps(runs, indent=1))
         combined = statuses_everywhere()
-    write_report(folders, args.paths, combined)
+        found = survivors(combined, folders)
+    write_report(folders, args.paths, combined, found)
     killed = [status for status, _ in combined.values()].count("killed")
     print(f"{REPORT.relative_to(REPO)}: {killed} / {len(combined)} killed")
 
