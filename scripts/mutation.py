@@ -8,11 +8,17 @@ mutmut changes one thing at a time in each function of the given files (an opera
 an argument dropped), runs the tests that reached that function in a first full run, and counts
 the mutant killed when one of them fails. Writes benchmarks/results/mutation.md: killed / total,
 timeouts and suspicious ones apart, and every surviving mutant with its diff. mutmut is installed
-into the running environment if missing. Results are kept in .cache/mutation/ (git-ignored), one
+into the running environment if missing. mutmut works in .cache/mutation/ (git-ignored), one
 folder per scope: a run stopped by --max-minutes or Ctrl-C resumes where it stopped, a later run
 re-tests only unchecked mutants and those of changed functions, and --report-only rewrites the
 report from what is stored. mutmut keeps a result until its function changes: after a test is
 added, --retest-survivors tests the survivors that EXPLAINED does not cover again.
+
+Every run also records its results in benchmarks/results/mutation-ledger.json (committed): each
+mutant's exit code, the function hashes mutmut compares them by, the runs and the survivors'
+diffs. A fresh clone's first run starts from there instead of from nothing, since a run over
+every mutant takes longer than one sitting; mutmut then re-tests the mutants of every function
+changed since.
 
 Some code is reached only by the families and APIs of a newer ComfyUI, whose tests the pinned one
 skips. So the script runs on the ComfyUI of the interpreter it is started with, with a folder of
@@ -50,6 +56,7 @@ import time
 
 REPO = pathlib.Path(__file__).resolve().parent.parent
 REPORT = REPO / "benchmarks" / "results" / "mutation.md"
+LEDGER = REPO / "benchmarks" / "results" / "mutation-ledger.json"
 # A staging folder is named <scope digest>-comfyui-<version>: one per scope and ComfyUI.
 COMFYUI_MARK = "-comfyui-"
 MUTMUT_VERSION = "3.8.1"  # the version whose output this script reads
@@ -207,8 +214,10 @@ def staged(path):
     return path if path.split("/")[0] == "gag_core" else f"{pack_module()}/{path}"
 
 
-def stage(paths):
-    """The staging folder of this scope: links to the sources and tests, and mutmut's settings."""
+def stage(paths, version):
+    """The staging folder of this scope on a ComfyUI version: links to the sources and tests,
+    mutmut's settings, and, in a folder mutmut has not worked in yet, the results the ledger holds
+    for it."""
     config = {
         "source_paths": [staged("nodes"), "gag_core"],
         "only_mutate": [staged(p) + ("/*" if (REPO / p).is_dir() else "") for p in paths],
@@ -229,13 +238,49 @@ def stage(paths):
     # which tests reach them (a test that a ComfyUI skips reaches nothing there), and would not
     # redo either for a new scope.
     scope = hashlib.sha256(text.encode()).hexdigest()[:12]
-    folder = REPO / ".cache" / "mutation" / f"{scope}{COMFYUI_MARK}{comfyui_version()}"
+    folder = REPO / ".cache" / "mutation" / f"{scope}{COMFYUI_MARK}{version}"
     (folder / pack_module()).mkdir(parents=True, exist_ok=True)
     for link, target in [(f"{pack_module()}/{name}", name) for name in PACK_LINKS] + [("gag_core", "gag_core")]:
         if not (folder / link).is_symlink():
             (folder / link).symlink_to(REPO / target)
     (folder / "pyproject.toml").write_text(text)
+    if not (folder / "mutants").exists():
+        restore(folder)
     return folder
+
+
+def load_ledger():
+    """{staging folder name: its recorded results} (see ``record``)."""
+    return json.loads(LEDGER.read_text()) if LEDGER.exists() else {}
+
+
+def record(folder, found):
+    """Stores a folder's results in the ledger: its runs, for each mutated file mutmut's function
+    hashes and each mutant's exit code, and the diffs of its survivors, from ``survivors``."""
+    files = {}
+    for meta_path in sorted((folder / "mutants").rglob("*.py.meta")):
+        meta = json.loads(meta_path.read_text())
+        files[meta_path.relative_to(folder / "mutants").as_posix()] = {
+            "hash_by_function_name": meta["hash_by_function_name"], "exit_code_by_key": meta["exit_code_by_key"]}
+    ledger = load_ledger()
+    ledger[folder.name] = {"runs": load_runs(folder), "files": files,
+                           "survivor_diffs": {name: diff for name, version, diff, _ in found
+                                              if folder.name.endswith(COMFYUI_MARK + version)}}
+    LEDGER.write_text(json.dumps(ledger, indent=1, sort_keys=True, ensure_ascii=False) + "\n")
+
+
+def restore(folder):
+    """Writes what the ledger holds for a folder back as mutmut's files, which mutmut reads as
+    its own: a result is kept while its function's hash is the same."""
+    entry = load_ledger().get(folder.name)
+    if entry is None:
+        return
+    for meta_name, meta in entry["files"].items():
+        meta_path = folder / "mutants" / meta_name
+        meta_path.parent.mkdir(parents=True, exist_ok=True)
+        meta_path.write_text(json.dumps({**meta, "type_check_error_by_key": {}, "durations_by_key": {},
+                                         "estimated_durations_by_key": {}}))
+    (folder / "runs.json").write_text(json.dumps(entry["runs"], indent=1))
 
 
 def comfyui_version():
@@ -261,15 +306,18 @@ def load_runs(folder):
     return json.loads(runs_file.read_text()) if runs_file.exists() else []
 
 
-def other_comfyuis(folder, sources):
-    """{ComfyUI version: folder} of this scope's runs on the other ComfyUIs, where they were last
-    run on these sources; a folder run on other sources is left out, with a line that says so."""
+def other_comfyuis(folder, paths, sources):
+    """{ComfyUI version: folder} of this scope's runs on the other ComfyUIs, here or in the
+    ledger, where they were last run on these sources; a folder run on other sources is left out,
+    with a line that says so."""
     scope = folder.name.partition(COMFYUI_MARK)[0]
+    names = {other.name for other in folder.parent.glob(f"{scope}{COMFYUI_MARK}*")} | set(load_ledger())
     found = {}
-    for other in folder.parent.glob(f"{scope}{COMFYUI_MARK}*"):
-        if other == folder:
+    for name in sorted(names - {folder.name}):
+        base, _, version = name.partition(COMFYUI_MARK)
+        if base != scope:
             continue
-        version = other.name.partition(COMFYUI_MARK)[2]
+        other = stage(paths, version)
         runs = load_runs(other)
         if runs and runs[-1].get("sources") == sources:
             found[version] = other
@@ -385,12 +433,18 @@ def explanation(function, diff):
 
 def survivors(combined, folders):
     """[(name, ComfyUI version, diff, (mutated line, reason) or None)] of the surviving mutants, by
-    file and function, from {mutant: (status, ComfyUI version)} and {ComfyUI version: folder}."""
-    found = []
+    file and function, from {mutant: (status, ComfyUI version)} and {ComfyUI version: folder}. The
+    diffs come from mutmut, or from the ledger for a folder restored from it, where mutmut has not
+    made the mutants yet."""
+    found, ledger = [], load_ledger()
     for name in sorted((n for n, (status, _) in combined.items() if status == "survived"),
                        key=lambda n: (describe(n), int(n.rpartition("_")[2]))):
         version = combined[name][1]
-        diff = output(folders[version], "show", name).split("\n", 1)[1].strip()  # after the "# name: status" line
+        folder = folders[version]
+        if (folder / "mutants" / "mutmut-stats.json").exists():
+            diff = output(folder, "show", name).split("\n", 1)[1].strip()  # after the "# name: status" line
+        else:
+            diff = ledger[folder.name]["survivor_diffs"][name]
         found.append((name, version, diff, explanation(describe(name)[1], diff)))
     return found
 
@@ -499,25 +553,26 @@ def main():
     sys.path[:0] = [str(REPO / "tests"), str(REPO / "harness")]
     if importlib.util.find_spec("mutmut") is None:
         subprocess.run([sys.executable, "-m", "pip", "install", f"mutmut=={MUTMUT_VERSION}"], check=True)
-    folder = stage(args.paths)
     version, sources = comfyui_version(), sources_digest(args.paths)
-    folders = {version: folder, **other_comfyuis(folder, sources)}
+    folder = stage(args.paths, version)
+    folders = {version: folder, **other_comfyuis(folder, args.paths, sources)}
 
     def statuses_everywhere():
         return combine({v: results(f) for v, f in folders.items()})
 
     here, combined = results(folder), statuses_everywhere()
     found = survivors(combined, folders)
+    # The oldest ComfyUI's run checks every mutant; a newer one's, those left alive by the others.
+    first = version == min(folders, key=version_key)
     if args.retest_survivors:
         pending = [name for name, _, _, known in found if known is None]
     else:
-        # The oldest ComfyUI's run checks every mutant; a newer one's, those left alive by the others.
-        first = version == min(folders, key=version_key)
         explained = {name for name, _, _, known in found if known is not None}
         # A mutant that no test reached is tried again: a test added since may reach it.
         pending = [name for name, (status, _) in combined.items() if status != "killed" and name not in explained
                    and here.get(name, "not checked") in ("not checked", "no tests") and (first or status != "not checked")]
-    if not args.report_only and pending:
+    # In a folder without mutants yet, the first run has mutmut make them and test them all.
+    if not args.report_only and (pending or (first and not here and not args.retest_survivors)):
         unchecked = [name for name, status in here.items() if status == "not checked"]
         started, checked_before, began = datetime.datetime.now(), checked(here), time.monotonic()
         # No names has mutmut test every unchecked mutant.
@@ -535,6 +590,7 @@ def main():
         (folder / "runs.json").write_text(json.dumps(runs, indent=1))
         combined = statuses_everywhere()
         found = survivors(combined, folders)
+    record(folder, found)
     write_report(folders, args.paths, combined, found)
     killed = [status for status, _ in combined.values()].count("killed")
     print(f"{REPORT.relative_to(REPO)}: {killed} / {len(combined)} killed")
