@@ -555,8 +555,8 @@ def _token_order(model, structure):
 def model_layout(model, node_name):
     """The layout of a ModelPatcher's diffusion model, or None after logging once why the node
     leaves this model unpatched."""
-    diffusion_model = getattr(getattr(model, "model", None), "diffusion_model", None)
-    layout = detect_layout(diffusion_model) if diffusion_model is not None else None
+    diffusion_model = model.model.diffusion_model
+    layout = detect_layout(diffusion_model)
     if layout is None:
         logger.warning(
             "[ComfyUI-GAG] %s: %s has no attention blocks this pack can patch (it knows UNets like "

@@ -56,6 +56,7 @@ def test_block_list_syntax(layout_module, tiny_model):
         ("input", 4), ("input", 5), ("input", 7), ("output", 0), ("output", 1), ("output", 2)}
     assert layout_module.parse_selection("  ", layout) is None
     assert layout_module.parse_selection("Output 1; mid 0", layout) == {("output", 1), ("middle", 0)}
+    assert layout_module.parse_selection("input 4,, output 0, ", layout) == {("input", 4), ("output", 0)}
 
 
 @pytest.mark.parametrize("text,message", [
@@ -79,6 +80,7 @@ def test_unsupported_family_logged_once_and_runs_unpatched(node_classes, tiny_mo
     assert out is wan
     messages = [r.getMessage() for r in caplog.records if "ComfyUI-GAG" in r.getMessage()]
     assert len(messages) == 1 and "runs unpatched" in messages[0]
+    assert messages[0].startswith("[ComfyUI-GAG] GAGAttentionGuidance: WanModel has no attention blocks")
     assert torch.isfinite(sample(out, "wan21", steps=1)).all()
 
 

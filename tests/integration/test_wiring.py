@@ -777,6 +777,19 @@ def test_chained_pack_nodes_wrap_the_model_call_once(node_classes, tiny_model, f
     assert len(wrappers) == 1
 
 
+def test_chained_dit_patches_register_their_step_reinstall_once_under_the_packs_key(node_classes, tiny_model):
+    """Each step re-chains every override of the pack once (not once per node), and the callback is
+    filed under the pack's key, where ComfyUI's remove-by-key finds it with the pack's wrapper."""
+    import comfy.patcher_extension
+
+    patching = pack_module("nodes.patching")
+    guided = run_node(node_classes["GAGAttentionGuidance"], model=tiny_model("flux"))[0]
+    both = run_node(node_classes["AttentionCirculationControl"], model=guided)[0]
+    prepare = comfy.patcher_extension.CallbacksMP.ON_PREPARE_STATE
+    assert both.get_all_callbacks(prepare) == [patching._reinstall_overrides]
+    assert both.get_callbacks(prepare, patching.WRAPPER_KEY) == [patching._reinstall_overrides]
+
+
 def test_the_window_holds_both_its_ends(node_classes, tiny_model):
     patching = pack_module("nodes.patching")
     window = patching.Window.from_percent(tiny_model("sd15"), 0.3, 0.7)
