@@ -176,7 +176,8 @@ class ModelLayout:
 
 
 def _has_cross_attention(module):
-    return any(hasattr(m, "attn2") and getattr(m, "attn2") is not None for m in module.modules())
+    """Whether ``module`` (None where a UNet has no middle block, as in KOALA) holds cross-attention."""
+    return module is not None and any(hasattr(m, "attn2") and getattr(m, "attn2") is not None for m in module.modules())
 
 
 def detect_layout(diffusion_model):

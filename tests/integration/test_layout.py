@@ -47,6 +47,7 @@ def layout_module(pack):
 def test_blocks_found_by_structure(layout_module, tiny_model, family):
     layout = layout_module.detect_layout(tiny_model(family).model.diffusion_model)
     assert layout.describe() == EXPECTED_BLOCKS[family]
+    assert layout.kind == ("unet" if family in ("sd15", "sdxl") else "dit")
     assert layout_module.parse_selection(layout.describe(), layout) == layout.all_blocks()
 
 
@@ -81,7 +82,41 @@ def test_unsupported_family_logged_once_and_runs_unpatched(node_classes, tiny_mo
     messages = [r.getMessage() for r in caplog.records if "ComfyUI-GAG" in r.getMessage()]
     assert len(messages) == 1 and "runs unpatched" in messages[0]
     assert messages[0].startswith("[ComfyUI-GAG] GAGAttentionGuidance: WanModel has no attention blocks")
+    assert "Chroma, HunyuanImage 2.1; Qwen-Image, MageFlow; Lens; JoyImage; SD3;" in messages[0]
     assert torch.isfinite(sample(out, "wan21", steps=1)).all()
+
+
+# SDXL distillations such as KOALA drop the middle block's attention (ComfyUI detects their
+# transformer_depth_middle as -1: a middle block of ResNets only, or -2: no middle block).
+@pytest.mark.parametrize("middle_depth", [-1, -2])
+def test_a_unet_without_middle_attention_has_no_middle_block(layout_module, node_classes, middle_depth):
+    import comfy.model_patcher
+    import tiny_models
+
+    spec = tiny_models.SPECS["sdxl"]
+    unet = tiny_models.build_base_model(spec.supported_model, dict(spec.unet_config, transformer_depth_middle=middle_depth))
+    layout = layout_module.detect_layout(unet.diffusion_model)
+    assert layout.describe() == "input 4-5, 7-8, output 0-5"
+    assert layout.guidance_default() == layout.all_blocks()
+    tiny_models.init_weights(unet.diffusion_model, seed=0)
+    model = comfy.model_patcher.ModelPatcher(unet, torch.device("cpu"), torch.device("cpu"))
+    guided = run_node(node_classes["GAGAttentionGuidance"], model=model)[0]
+    plain, patched = sample(model, "sdxl", steps=1), sample(guided, "sdxl", steps=1)
+    assert torch.isfinite(patched).all() and not torch.equal(plain, patched)
+
+
+def test_a_unet_without_cross_attention_or_a_half_unet_is_not_patchable(layout_module):
+    import tiny_models
+
+    spec = tiny_models.SPECS["sd15"]
+    no_attention = dict(spec.unet_config, transformer_depth=[0] * 8, transformer_depth_middle=-1,
+                        transformer_depth_output=[0] * 12)
+    unet = tiny_models.build_base_model(spec.supported_model, no_attention).diffusion_model
+    assert layout_module.detect_layout(unet) is None
+    # A ControlNet has a UNet's input and middle blocks, and no output blocks.
+    encoder_half = torch.nn.Module()
+    encoder_half.input_blocks, encoder_half.middle_block = torch.nn.ModuleList(), torch.nn.Identity()
+    assert layout_module.detect_layout(encoder_half) is None
 
 
 def test_start_after_end_is_refused(node_classes, tiny_model):

@@ -790,6 +790,19 @@ def test_chained_dit_patches_register_their_step_reinstall_once_under_the_packs_
     assert both.get_callbacks(prepare, patching.WRAPPER_KEY) == [patching._reinstall_overrides]
 
 
+@pytest.mark.parametrize("family,site", [("cosmos_predict2", "blocks.{}.cross_attn.attn_op"),
+                                         ("pixart_sigma", "blocks.{}.cross_attn.forward")])
+def test_a_second_node_patches_the_attention_of_blocks_the_first_left_alone(node_classes, tiny_model, family, site):
+    """On a DiT whose blocks attend separately, each patched call is told its block by an object patch
+    at its site; a second node finds block 0's already there and must still place block 1's."""
+    patching = pack_module("nodes.patching")
+    first = run_node(node_classes["GAGAttentionGuidanceAdvanced"], model=tiny_model(family), layers="block 0")[0]
+    both = run_node(node_classes["GAGAttentionGuidanceAdvanced"], model=first, layers="block 0-1")[0]
+    sites = (patching.AttentionSite, patching.OptionlessAttentionSite)
+    assert not isinstance(first.get_model_object(f"diffusion_model.{site.format(1)}"), sites)
+    assert all(isinstance(both.get_model_object(f"diffusion_model.{site.format(n)}"), sites) for n in (0, 1))
+
+
 def test_the_window_holds_both_its_ends(node_classes, tiny_model):
     patching = pack_module("nodes.patching")
     window = patching.Window.from_percent(tiny_model("sd15"), 0.3, 0.7)
