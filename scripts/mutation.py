@@ -129,6 +129,9 @@ EXPLAINED = [
      "in the output's own layout allows as well"),
     ("AttentionCall._write_rows", "values.to(", "equivalent up to rounding: add_ and copy_ cast into the output's "
      "dtype themselves; the cast rounds the values before they are added"),
+    ("install", 'setdefault("transformer_options", ', "equivalent: ComfyUI makes every ModelPatcher with "
+     "model_options[\"transformer_options\"] and keeps it in clones (its own patch setters read it without a "
+     "default), so the default is never used"),
     ("install", 'unet_attention="', "equivalent: every caller names the UNet attention it patches, so the "
      "default is never read"),
     ("_patch_guidance", "model_layout(model, ", "prose: the node name a refusal's log line names"),
