@@ -395,6 +395,12 @@ def results(folder):
     return dict(line.strip().rsplit(": ", 1) for line in listing.splitlines() if ": " in line)
 
 
+def unchecked_since(before, after):
+    """The mutants unchecked after a mutmut run that were not unchecked before it: those of new
+    functions, and those of changed ones, whose results mutmut drops."""
+    return [name for name, status in after.items() if status == "not checked" and before.get(name) != "not checked"]
+
+
 def checked(statuses):
     return sum(status != "not checked" for status in statuses.values())
 
@@ -577,11 +583,21 @@ def main():
     # In a folder without mutants yet, the first run has mutmut make them and test them all.
     if not args.report_only and (pending or (first and not here and not args.retest_survivors)):
         unchecked = [name for name, status in here.items() if status == "not checked"]
-        started, checked_before, began = datetime.datetime.now(), checked(here), time.monotonic()
+        started, began = datetime.datetime.now(), time.monotonic()
         # No names has mutmut test every unchecked mutant.
-        outcome = run(folder, args.max_minutes, [] if set(pending) == set(unchecked) else pending, args.children)
+        names = [] if set(pending) == set(unchecked) else pending
+        outcome = run(folder, args.max_minutes, names, args.children)
         after = results(folder)
-        left = sum(after.get(name, "not checked") == "not checked" for name in pending)
+        # Given names, mutmut tests only those, though it also makes new functions' mutants and drops
+        # the results of changed ones: a second run tests these (where no other ComfyUI killed them).
+        elsewhere = combine({v: results(f) for v, f in folders.items() if f != folder})
+        new = [name for name in unchecked_since(here, after) if first or elsewhere.get(name, ("",))[0] != "killed"]
+        if names and new and outcome == "complete":
+            minutes_left = args.max_minutes and max(args.max_minutes - (time.monotonic() - began) / 60, 1)
+            outcome = run(folder, minutes_left, new, args.children)
+            after = results(folder)
+        tested = set(pending) | set(unchecked) | set(new)
+        left = sum(after.get(name, "not checked") == "not checked" for name in tested)
         if outcome == "complete" and left:  # mutmut stopped from outside, e.g. its process group interrupted
             outcome = f"stopped with {left} of its mutants unchecked"
         if args.retest_survivors:
@@ -589,7 +605,8 @@ def main():
             outcome = f"{outcome}: {len(pending)} survivor{'s' * (len(pending) != 1)} tested again, {killed} killed"
         runs = load_runs(folder)
         runs.append({"started": f"{started:%Y-%m-%d %H:%M}", "outcome": outcome, "sources": sources,
-                     "checked": checked(after) - checked_before, "seconds": time.monotonic() - began})
+                     "checked": sum(after.get(name, "not checked") != "not checked" for name in tested),
+                     "seconds": time.monotonic() - began})
         (folder / "runs.json").write_text(json.dumps(runs, indent=1))
         combined = statuses_everywhere()
         found = survivors(combined, folders)
