@@ -596,7 +596,10 @@ def main():
             minutes_left = args.max_minutes and max(args.max_minutes - (time.monotonic() - began) / 60, 1)
             outcome = run(folder, minutes_left, new, args.children)
             after = results(folder)
-        tested = set(pending) | set(unchecked) | set(new)
+        if names:
+            tested = set(names) | set(new)
+        else:  # every unchecked mutant (one of a changed function found as before goes uncounted)
+            tested = {name for name, status in after.items() if here.get(name) in (None, "not checked") or here[name] != status}
         left = sum(after.get(name, "not checked") == "not checked" for name in tested)
         if outcome == "complete" and left:  # mutmut stopped from outside, e.g. its process group interrupted
             outcome = f"stopped with {left} of its mutants unchecked"
