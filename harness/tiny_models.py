@@ -348,13 +348,14 @@ def build_base_model(supported_model, unet_config, dtype=torch.float32):
     return model_config.get_model({})
 
 
-def build_model(family, dtype=torch.float32, seed=0):
-    """A ModelPatcher around a tiny random-weight model of ``family`` (one of FAMILIES)."""
+def build_model(family, dtype=torch.float32, seed=0, **unet_config):
+    """A ModelPatcher around a tiny random-weight model of ``family`` (one of FAMILIES), its
+    settings changed by ``unet_config`` (a variant, e.g. a UNet without a middle block)."""
     import comfy.model_management
     import comfy.model_patcher
 
     spec = SPECS[family]
-    model = build_base_model(spec.supported_model, spec.unet_config, dtype)
+    model = build_base_model(spec.supported_model, dict(spec.unet_config, **unet_config), dtype)
     init_weights(model.diffusion_model, seed)
     model.diffusion_model.to(dtype)
     device = comfy.model_management.get_torch_device()

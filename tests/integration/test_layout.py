@@ -90,16 +90,12 @@ def test_unsupported_family_logged_once_and_runs_unpatched(node_classes, tiny_mo
 # transformer_depth_middle as -1: a middle block of ResNets only, or -2: no middle block).
 @pytest.mark.parametrize("middle_depth", [-1, -2])
 def test_a_unet_without_middle_attention_has_no_middle_block(layout_module, node_classes, middle_depth):
-    import comfy.model_patcher
     import tiny_models
 
-    spec = tiny_models.SPECS["sdxl"]
-    unet = tiny_models.build_base_model(spec.supported_model, dict(spec.unet_config, transformer_depth_middle=middle_depth))
-    layout = layout_module.detect_layout(unet.diffusion_model)
+    model = tiny_models.build_model("sdxl", transformer_depth_middle=middle_depth)
+    layout = layout_module.detect_layout(model.model.diffusion_model)
     assert layout.describe() == "input 4-5, 7-8, output 0-5"
     assert layout.guidance_default() == layout.all_blocks()
-    tiny_models.init_weights(unet.diffusion_model, seed=0)
-    model = comfy.model_patcher.ModelPatcher(unet, torch.device("cpu"), torch.device("cpu"))
     guided = run_node(node_classes["GAGAttentionGuidance"], model=model)[0]
     plain, patched = sample(model, "sdxl", steps=1), sample(guided, "sdxl", steps=1)
     assert torch.isfinite(patched).all() and not torch.equal(plain, patched)
@@ -108,11 +104,9 @@ def test_a_unet_without_middle_attention_has_no_middle_block(layout_module, node
 def test_a_unet_without_cross_attention_or_a_half_unet_is_not_patchable(layout_module):
     import tiny_models
 
-    spec = tiny_models.SPECS["sd15"]
-    no_attention = dict(spec.unet_config, transformer_depth=[0] * 8, transformer_depth_middle=-1,
-                        transformer_depth_output=[0] * 12)
-    unet = tiny_models.build_base_model(spec.supported_model, no_attention).diffusion_model
-    assert layout_module.detect_layout(unet) is None
+    unet = tiny_models.build_model("sd15", transformer_depth=[0] * 8, transformer_depth_middle=-1,
+                                   transformer_depth_output=[0] * 12)
+    assert layout_module.detect_layout(unet.model.diffusion_model) is None
     # A ControlNet has a UNet's input and middle blocks, and no output blocks.
     encoder_half = torch.nn.Module()
     encoder_half.input_blocks, encoder_half.middle_block = torch.nn.ModuleList(), torch.nn.Identity()
